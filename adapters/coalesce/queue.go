@@ -1,0 +1,186 @@
+// Package coalesce holds Queue, a bounded FIFO queue that, when it fills up,
+// keeps only the latest item of each key.
+//
+// Every event of statusbroadcaster carries a project's full record, so an
+// older event of a project is worth nothing once a newer one is queued
+// behind it. That makes a queue that coalesces under pressure the right
+// buffer wherever a consumer may fall behind: the broadcaster's outbox when
+// the pub/sub is slow or down, and each subscriber's queue when it reads
+// slowly. Memory stays bounded, order per key is kept, and the latest state
+// of every key survives as long as fewer keys than the bound are pending.
+package coalesce
+
+import (
+	"errors"
+	"sync"
+)
+
+// ErrFull is returned by Push when the queue is at its limit and coalescing
+// cannot make enough room: nearly every queued item has a key of its own.
+var ErrFull = errors.New("coalesce: queue full")
+
+// Queue is a bounded FIFO of items of type T, identified by a key. It is
+// safe for concurrent use by any number of producers and consumers.
+type Queue[T any] struct {
+	key   func(T) string
+	limit int
+	// minGain is the fewest duplicates that make coalescing worth its O(n)
+	// pass; with fewer, Push reports ErrFull at once. It bounds the amortised
+	// cost of Push to O(1).
+	minGain int
+
+	mu     sync.Mutex
+	items  []T
+	counts map[string]int // queued items per key
+	ready  chan struct{}  // has a value while items is not empty
+}
+
+// New returns an empty queue that holds at most limit items (at least 1).
+func New[T any](limit int, key func(T) string) *Queue[T] {
+	limit = max(limit, 1)
+	return &Queue[T]{
+		key:     key,
+		limit:   limit,
+		minGain: max(1, limit/16),
+		counts:  make(map[string]int),
+		ready:   make(chan struct{}, 1),
+	}
+}
+
+// Push appends item. When the queue is full it first drops every item that
+// has a newer item of the same key queued, keeping the order of the rest;
+// coalesced says how many items that dropped. When even that leaves no room
+// (or too little to be worth it), Push returns ErrFull and does not queue
+// item: the caller decides whether to evict (EvictOldest) or give up on the
+// consumer.
+func (q *Queue[T]) Push(item T) (coalesced int, err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) >= q.limit {
+		if len(q.items)-len(q.counts) < q.minGain {
+			return 0, ErrFull
+		}
+		coalesced = q.coalesceLocked()
+	}
+	q.items = append(q.items, item)
+	q.counts[q.key(item)]++
+	q.signalLocked()
+	return coalesced, nil
+}
+
+// Full reports whether the queue holds its limit of items, so that the
+// next Push has to coalesce.
+func (q *Queue[T]) Full() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items) >= q.limit
+}
+
+// EvictOldest removes the oldest item, and reports whether there was one.
+func (q *Queue[T]) EvictOldest() (T, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var zero T
+	if len(q.items) == 0 {
+		return zero, false
+	}
+	item := q.items[0]
+	q.items[0] = zero
+	q.items = q.items[1:]
+	q.forgetLocked(item)
+	return item, true
+}
+
+// coalesceLocked keeps only the last item of each key, in order.
+func (q *Queue[T]) coalesceLocked() int {
+	seen := make(map[string]bool, len(q.counts))
+	kept := make([]T, len(q.counts))
+	n := len(kept)
+	for i := len(q.items) - 1; i >= 0; i-- {
+		k := q.key(q.items[i])
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		n--
+		kept[n] = q.items[i]
+	}
+	dropped := len(q.items) - len(kept)
+	q.items = kept
+	clear(q.counts)
+	for k := range seen {
+		q.counts[k] = 1
+	}
+	return dropped
+}
+
+// Take removes and returns up to max items from the front (all of them
+// when max <= 0), appended to dst.
+func (q *Queue[T]) Take(dst []T, max int) []T {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := len(q.items)
+	if max > 0 && max < n {
+		n = max
+	}
+	dst = append(dst, q.items[:n]...)
+	for _, item := range q.items[:n] {
+		q.forgetLocked(item)
+	}
+	if n == len(q.items) {
+		// Start afresh rather than keep a large backing array alive.
+		q.items = nil
+	} else {
+		clear(q.items[:n])
+		q.items = q.items[n:]
+		q.signalLocked()
+	}
+	return dst
+}
+
+// Filter removes every item for which keep returns false, and returns how
+// many it removed.
+func (q *Queue[T]) Filter(keep func(T) bool) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	kept := q.items[:0]
+	for _, item := range q.items {
+		if keep(item) {
+			kept = append(kept, item)
+		} else {
+			q.forgetLocked(item)
+		}
+	}
+	removed := len(q.items) - len(kept)
+	clear(q.items[len(kept):])
+	q.items = kept
+	return removed
+}
+
+// Len returns the number of queued items.
+func (q *Queue[T]) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
+// Ready returns a channel that has a value when items may be queued: after
+// a receive from it, call Take. A receive does not guarantee items (another
+// consumer may have taken them), so consumers loop.
+func (q *Queue[T]) Ready() <-chan struct{} { return q.ready }
+
+func (q *Queue[T]) forgetLocked(item T) {
+	k := q.key(item)
+	if q.counts[k] <= 1 {
+		delete(q.counts, k)
+	} else {
+		q.counts[k]--
+	}
+}
+
+func (q *Queue[T]) signalLocked() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,135 @@
+package fanout
+
+import (
+	"sync"
+
+	"github.com/statusbroadcaster/statusbroadcaster/domain"
+)
+
+// Inbox is the Go form of a Phoenix process subscribed through the original
+// module: one channel of events, and topics added and removed at run time
+// with the same names as subscribe_to_project/1 and friends. It implements
+// ports.Inbox.
+//
+// An event whose project matches several of the inbox's topics (its
+// project's topic and "projects:*") arrives once. Events of one project
+// arrive in the order they were broadcast. A reader that falls far behind
+// first has its queue coalesced to the latest event per project; if even
+// that does not fit, the inbox ends (Events is closed, Err returns
+// ErrSlowSubscriber).
+type Inbox struct {
+	sub     *Subscription
+	events  chan domain.Event
+	changed chan struct{} // a topic was removed: re-check the event in hand
+	stop    chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+}
+
+// NewInbox returns an inbox with no topics. Close it when done.
+func (h *Hub) NewInbox(queueSize int) (*Inbox, error) {
+	sub, err := h.Subscribe(SubscribeOptions{QueueSize: queueSize})
+	if err != nil {
+		return nil, err
+	}
+	in := &Inbox{
+		sub:     sub,
+		events:  make(chan domain.Event),
+		changed: make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+	}
+	in.wg.Add(1)
+	go in.pump()
+	return in, nil
+}
+
+// pump moves entries from the subscription's queue to the channel. It owns
+// the channel and closes it when the inbox ends.
+func (in *Inbox) pump() {
+	defer in.wg.Done()
+	defer close(in.events)
+	var batch []*Entry
+	for {
+		select {
+		case <-in.stop:
+			return
+		case <-in.sub.Done():
+			return
+		case <-in.sub.Ready():
+		}
+		batch = in.sub.Take(batch[:0])
+		for _, e := range batch {
+			if !in.deliver(e) {
+				return
+			}
+		}
+		clear(batch)
+	}
+}
+
+// deliver hands e to the reader unless its topic was removed meanwhile.
+func (in *Inbox) deliver(e *Entry) bool {
+	for in.sub.Selects(e.ProjectID()) {
+		select {
+		case in.events <- e.Event:
+			return true
+		case <-in.changed:
+			// Re-check: an unsubscribe may have removed e's topic.
+		case <-in.stop:
+			return false
+		case <-in.sub.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// Events returns the channel events arrive on. It is closed when the inbox
+// is closed or ended (see Err).
+func (in *Inbox) Events() <-chan domain.Event { return in.events }
+
+// Err returns nil while the inbox is open, then why it ended: ErrClosed or
+// ErrSlowSubscriber.
+func (in *Inbox) Err() error { return in.sub.Err() }
+
+// SubscribeToProject adds the topic "projects:<projectID>".
+func (in *Inbox) SubscribeToProject(projectID string) error {
+	if err := domain.ValidateProjectID(projectID); err != nil {
+		return err
+	}
+	return in.sub.Add(domain.ProjectTopic(projectID))
+}
+
+// SubscribeToAllProjects adds the topic "projects:*".
+func (in *Inbox) SubscribeToAllProjects() error { return in.sub.Add(domain.AllProjects) }
+
+// UnsubscribeFromProject removes the topic "projects:<projectID>". Events
+// of that project still queued are dropped, unless "projects:*" is still
+// selected; once it returns, the reader receives no further event that
+// matches only that topic.
+func (in *Inbox) UnsubscribeFromProject(projectID string) {
+	in.remove(domain.ProjectTopic(projectID))
+}
+
+// UnsubscribeFromAllProjects removes the topic "projects:*", with the same
+// promise as UnsubscribeFromProject. Project topics stay selected.
+func (in *Inbox) UnsubscribeFromAllProjects() { in.remove(domain.AllProjects) }
+
+func (in *Inbox) remove(t domain.Topic) {
+	in.sub.Remove(t)
+	select {
+	case in.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Close ends the inbox, releases its place in the hub and waits for its
+// goroutine to finish; Events is closed then. It is idempotent.
+func (in *Inbox) Close() error {
+	in.once.Do(func() {
+		close(in.stop)
+		in.sub.Close()
+	})
+	in.wg.Wait()
+	return nil
+}

@@ -1,0 +1,32 @@
+package pubsub_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newInMemory(t *testing.T, cfg pubsub.Config) *pubsub.Bus {
+	t.Helper()
+	bus, err := pubsub.NewInMemory(cfg, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, bus.Close(ctx))
+	})
+	return bus
+}
+
+func TestInMemoryContract(t *testing.T) {
+	pubsubtest.TestBus(t, pubsubtest.Features{Name: "memory", ManyEvents: 10_000, SlowSubscriberEvents: 4_000},
+		func(t *testing.T) pubsubtest.Bus { return newInMemory(t, pubsub.Config{InboxQueueSize: 1_000}) })
+}

@@ -1,0 +1,244 @@
+package pubsub
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/coalesce"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
+	"github.com/statusbroadcaster/statusbroadcaster/domain"
+)
+
+// outbox queues encoded events and publishes them from one goroutine, in
+// order, in batches, with retries. It never blocks its callers.
+type outbox struct {
+	cfg     Config
+	pub     message.Publisher
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	queue   *coalesce.Queue[*message.Message]
+	gate    <-chan struct{} // publishing starts when it is closed
+
+	// publishStart is when the pending Publish call started (UnixNano, 0
+	// when none is pending); failing is set while a batch is being retried.
+	publishStart atomic.Int64
+	failing      atomic.Bool
+
+	mu       sync.Mutex
+	closed   bool
+	room     chan struct{} // closed and replaced whenever the loop takes a batch
+	lastWarn time.Time     // throttles "outbox full" warnings
+	quiet    int           // warnings suppressed since lastWarn
+
+	stop  chan struct{} // Close was called: flush, then exit
+	abort chan struct{} // the flush deadline passed: exit now
+	done  chan struct{} // the loop exited
+}
+
+func newOutbox(cfg Config, pub message.Publisher, gate <-chan struct{}, log *slog.Logger, m *metrics.Metrics) *outbox {
+	o := &outbox{
+		cfg:     cfg,
+		pub:     pub,
+		log:     log,
+		metrics: m,
+		queue: coalesce.New(cfg.OutboxCapacity, func(msg *message.Message) string {
+			return msg.Metadata.Get(codec.MetadataProjectID)
+		}),
+		gate:  gate,
+		room:  make(chan struct{}),
+		stop:  make(chan struct{}),
+		abort: make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	go o.run()
+	return o
+}
+
+// enqueue validates and queues ev. Only invalid input is an error.
+func (o *outbox) enqueue(ev domain.Event) error {
+	msg, err := codec.NewMessage(ev)
+	if err != nil {
+		o.metrics.Invalid()
+		return err
+	}
+	var deadline time.Time
+	o.mu.Lock()
+	// A full outbox while the pub/sub keeps up is a burst: wait a little
+	// for room rather than lose intermediate states. A full outbox while it
+	// fails or hangs is an outage: coalesce at once.
+	for o.queue.Full() && !o.closed && !o.stalled() {
+		if deadline.IsZero() {
+			deadline = time.Now().Add(o.cfg.FullWait)
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			break
+		}
+		room := o.room
+		o.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-room:
+		case <-t.C:
+		}
+		t.Stop()
+		o.mu.Lock()
+	}
+	defer o.mu.Unlock()
+	if o.closed {
+		o.metrics.Dropped("closed", 1)
+		o.log.Error("broadcast after close: event dropped", "project_id", ev.Project.ID, "event", ev.Type)
+		return nil
+	}
+	coalesced, err := o.queue.Push(msg)
+	if err != nil {
+		// Nearly every queued event is the only one of its project: make
+		// room by giving up the oldest.
+		if old, ok := o.queue.EvictOldest(); ok {
+			o.metrics.Dropped("evicted", 1)
+			o.warnFullLocked(old.Metadata.Get(codec.MetadataProjectID))
+		}
+		coalesced, _ = o.queue.Push(msg)
+	}
+	o.metrics.Dropped("coalesced", coalesced)
+	o.metrics.Broadcast(string(ev.Type))
+	return nil
+}
+
+func (o *outbox) warnFullLocked(projectID string) {
+	if time.Since(o.lastWarn) < time.Second {
+		o.quiet++
+		return
+	}
+	o.log.Warn("outbox full of distinct projects: oldest event dropped",
+		"project_id", projectID, "capacity", o.cfg.OutboxCapacity, "suppressed", o.quiet)
+	o.lastWarn, o.quiet = time.Now(), 0
+}
+
+// stallAfter is how long a Publish call may take before the pub/sub counts
+// as stuck.
+const stallAfter = 100 * time.Millisecond
+
+// stalled reports whether the pub/sub is failing or stuck in Publish.
+func (o *outbox) stalled() bool {
+	if o.failing.Load() {
+		return true
+	}
+	start := o.publishStart.Load()
+	return start != 0 && time.Since(time.Unix(0, start)) > stallAfter
+}
+
+func (o *outbox) signalRoom() {
+	o.mu.Lock()
+	close(o.room)
+	o.room = make(chan struct{})
+	o.mu.Unlock()
+}
+
+func (o *outbox) depth() int { return o.queue.Len() }
+
+// run is the outbox loop, the only caller of Publish.
+func (o *outbox) run() {
+	defer close(o.done)
+	select {
+	case <-o.gate:
+	case <-o.abort:
+		return
+	}
+	var batch []*message.Message
+	for {
+		batch = o.queue.Take(batch[:0], o.cfg.BatchSize)
+		if len(batch) > 0 {
+			o.signalRoom()
+		}
+		if len(batch) == 0 {
+			select {
+			case <-o.queue.Ready():
+				continue
+			case <-o.stop:
+				if o.queue.Len() == 0 {
+					return
+				}
+				continue
+			case <-o.abort:
+				return
+			}
+		}
+		if !o.publish(batch) {
+			return
+		}
+		clear(batch)
+	}
+}
+
+// publish publishes batch, retrying with exponential backoff until it
+// succeeds or the outbox is aborted.
+func (o *outbox) publish(batch []*message.Message) bool {
+	backoff := o.cfg.RetryMin
+	var failingSince time.Time
+	defer o.failing.Store(false)
+	for attempt := 1; ; attempt++ {
+		o.publishStart.Store(time.Now().UnixNano())
+		err := o.pub.Publish(o.cfg.Topic, batch...)
+		o.publishStart.Store(0)
+		if err == nil {
+			o.metrics.Published(len(batch))
+			if attempt > 1 {
+				o.log.Info("publishing recovered", "attempts", attempt, "outage", time.Since(failingSince).Round(time.Millisecond))
+			}
+			return true
+		}
+		o.metrics.PublishFailed(len(batch))
+		o.failing.Store(true)
+		if attempt == 1 {
+			failingSince = time.Now()
+		}
+		// Log the first failure and then one in ten, not a line per retry.
+		if attempt == 1 || attempt%10 == 0 {
+			o.log.Error("publishing events failed; will retry", "error", err, "events", len(batch),
+				"attempt", attempt, "retry_in", backoff, "queued", o.queue.Len())
+		}
+		select {
+		case <-time.After(backoff):
+		case <-o.abort:
+			o.metrics.Dropped("closed", len(batch))
+			return false
+		}
+		backoff = min(2*backoff, o.cfg.RetryMax)
+	}
+}
+
+// close stops accepting events and waits until the queue is flushed or ctx
+// ends. After ctx ends it aborts the loop and reports what was not
+// published; the loop itself exits as soon as a pending Publish returns.
+func (o *outbox) close(ctx context.Context) error {
+	o.mu.Lock()
+	already := o.closed
+	o.closed = true
+	o.mu.Unlock()
+	if !already {
+		close(o.stop)
+	}
+	select {
+	case <-o.done:
+		return nil
+	case <-ctx.Done():
+	}
+	o.mu.Lock()
+	select {
+	case <-o.abort:
+	default:
+		close(o.abort)
+	}
+	o.mu.Unlock()
+	left := o.queue.Take(nil, 0)
+	o.metrics.Dropped("closed", len(left))
+	return fmt.Errorf("outbox: %d queued events not published before the deadline: %w", len(left), ctx.Err())
+}
