@@ -12,7 +12,11 @@ import (
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	// Sarama's metrics library starts one ticker goroutine per process, on
+	// first use, and never stops it: a singleton, not a leak per Bus.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"))
+}
 
 func newInMemory(t *testing.T, cfg pubsub.Config) *pubsub.Bus {
 	t.Helper()
