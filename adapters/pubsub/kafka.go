@@ -228,7 +228,7 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 // NewKafka does not need a broker to answer: the Bus starts anyway, queues
 // broadcasts, reports not ready (Ready) and connects when a broker answers.
 // It fails only on an invalid configuration. cfg.Dedupe and cfg.Ready, if
-// set, run after the Kafka checks.
+// set, run after the Kafka checks. cfg.RetryMax defaults to 1s here.
 func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -241,6 +241,12 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 		return nil, err
 	}
 	cfg.Topic = kcfg.Topic
+	if cfg.RetryMax <= 0 {
+		// A failed attempt already spent Sarama's own retries (a second or
+		// more): retry at least every second, so that publishing resumes
+		// soon after a broker is back.
+		cfg.RetryMax = time.Second
+	}
 	logger = logger.With("kafka_topic", kcfg.Topic)
 	wlog := watermill.NewSlogLogger(logger)
 

@@ -32,10 +32,12 @@ var errPublisherClosed = errors.New("kafka: publisher closed")
 //   - It publishes nothing until gate is closed (the Bus's own consumer
 //     reads the topic), so a gateway reading from the newest offset sees
 //     its own events even when it started during an outage.
-//   - When a call fails part way, the outbox retries the same batch; the
-//     retry skips what the broker already acknowledged, so a partial
-//     failure neither duplicates an event nor brings an older state of a
-//     project back after a newer one.
+//   - A call sends the batch in waves with at most one record per project
+//     (usually a single wave: a batch rarely holds two events of one
+//     project), and stops at the first wave that fails. When the outbox
+//     retries the batch, the retry skips what the broker already
+//     acknowledged. So a failure part way neither duplicates an event nor
+//     puts an older state of a project after a newer one.
 //
 // It is safe for concurrent use, but calls are serialized: the outbox loop
 // is its only caller. Close waits for a pending Publish to end, which the
@@ -51,6 +53,7 @@ type batchPublisher struct {
 	// a closed producer.
 	mu       sync.Mutex
 	closed   bool
+	client   sarama.Client
 	producer sarama.SyncProducer
 	// acked holds the UUIDs of messages acknowledged by a failed call.
 	acked map[string]struct{}
@@ -80,7 +83,8 @@ func (p *batchPublisher) Publish(topic string, msgs ...*message.Message) error {
 		return err
 	}
 
-	records := make([]*sarama.ProducerMessage, 0, len(msgs))
+	var waves [][]*sarama.ProducerMessage
+	perProject := map[string]int{}
 	for _, msg := range msgs {
 		if _, done := p.acked[msg.UUID]; done {
 			continue
@@ -90,42 +94,55 @@ func (p *batchPublisher) Publish(topic string, msgs ...*message.Message) error {
 			return fmt.Errorf("kafka: cannot marshal message %s: %w", msg.UUID, err)
 		}
 		rec.Metadata = msg
-		records = append(records, rec)
+		project := msg.Metadata.Get(codec.MetadataProjectID)
+		wave := perProject[project]
+		perProject[project]++
+		if wave == len(waves) {
+			waves = append(waves, make([]*sarama.ProducerMessage, 0, len(msgs)-len(perProject)+1))
+		}
+		waves[wave] = append(waves[wave], rec)
 	}
-	err = producer.SendMessages(records)
-	if err == nil {
-		clear(p.acked)
-		return nil
+	for _, wave := range waves {
+		if err := p.send(producer, wave); err != nil {
+			if cerr := p.disconnect(); cerr != nil {
+				p.log.Debug("closing the failed kafka producer", "error", cerr)
+			}
+			return err
+		}
 	}
-	var perrs sarama.ProducerErrors
-	if !errors.As(err, &perrs) {
-		return fmt.Errorf("kafka: produce: %w", err)
-	}
-	p.rememberAcked(records, perrs)
-	return fmt.Errorf("kafka: %d of %d records not acknowledged: %w", len(perrs), len(records), perrs[0].Err)
+	clear(p.acked)
+	return nil
 }
 
-// rememberAcked records which records of a failed call need no retry:
-// those acknowledged before the first failure of their project. A record
-// acknowledged after a failed one of the same project is sent again, so
-// that the project's latest state is the last one on the topic.
-func (p *batchPublisher) rememberAcked(records []*sarama.ProducerMessage, perrs sarama.ProducerErrors) {
+// send sends one wave: at most one record per project, so whatever part of
+// it fails, no record of a project can overtake an earlier one. It records
+// the acknowledged records in acked.
+//
+// Waves exist because Sarama does not stop at the first failure: the
+// records of one SendMessages call travel in several produce requests, and
+// when an early request runs out of retries the producer bumps its epoch
+// and lets the later ones through. Measured on kfake: a broker restart in
+// the middle of a call put a project's newer events on the topic before
+// its older ones.
+func (p *batchPublisher) send(producer sarama.SyncProducer, wave []*sarama.ProducerMessage) error {
+	err := producer.SendMessages(wave)
+	var perrs sarama.ProducerErrors
+	if err != nil && !errors.As(err, &perrs) {
+		return fmt.Errorf("kafka: produce: %w", err)
+	}
 	failed := make(map[*sarama.ProducerMessage]bool, len(perrs))
 	for _, e := range perrs {
 		failed[e.Msg] = true
 	}
-	blocked := map[string]bool{} // projects with a failed record so far
-	for _, rec := range records {
-		msg := rec.Metadata.(*message.Message)
-		project := msg.Metadata.Get(codec.MetadataProjectID)
-		if failed[rec] {
-			blocked[project] = true
-			continue
-		}
-		if !blocked[project] {
-			p.acked[msg.UUID] = struct{}{}
+	for _, rec := range wave {
+		if !failed[rec] {
+			p.acked[rec.Metadata.(*message.Message).UUID] = struct{}{}
 		}
 	}
+	if err != nil {
+		return fmt.Errorf("kafka: %d of %d records not acknowledged: %w", len(perrs), len(wave), perrs[0].Err)
+	}
+	return nil
 }
 
 // connect returns the producer, creating it first if needed. The caller
@@ -134,13 +151,34 @@ func (p *batchPublisher) connect() (sarama.SyncProducer, error) {
 	if p.producer != nil {
 		return p.producer, nil
 	}
-	producer, err := sarama.NewSyncProducer(p.brokers, p.conf)
+	// The client is created here, not by NewSyncProducer, because Sarama
+	// leaks the client it creates when the producer then fails to start
+	// (the idempotent producer's id request can fail on a flapping broker).
+	client, err := sarama.NewClient(p.brokers, p.conf)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: cannot connect the producer: %w", err)
 	}
-	p.producer = producer
+	producer, err := sarama.NewSyncProducerFromClient(client)
+	if err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("kafka: cannot start the producer: %w", err)
+	}
+	p.client, p.producer = client, producer
 	p.log.Info("kafka producer connected", "brokers", p.brokers)
 	return producer, nil
+}
+
+// disconnect drops the producer after a failure; the next Publish connects
+// afresh. A Sarama producer that failed keeps per-partition circuit
+// breakers open for 10s after the brokers are back; a new one publishes as
+// soon as a broker answers. The caller holds mu.
+func (p *batchPublisher) disconnect() error {
+	if p.producer == nil {
+		return nil
+	}
+	err := errors.Join(p.producer.Close(), p.client.Close())
+	p.client, p.producer = nil, nil
+	return err
 }
 
 // Close closes the producer after a pending Publish returns. Idempotent.
@@ -151,10 +189,7 @@ func (p *batchPublisher) Close() error {
 		return nil
 	}
 	p.closed = true
-	if p.producer == nil {
-		return nil
-	}
-	if err := p.producer.Close(); err != nil {
+	if err := p.disconnect(); err != nil {
 		return fmt.Errorf("kafka: closing the producer: %w", err)
 	}
 	return nil
