@@ -172,7 +172,6 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 	// The topic is created deliberately, with the right partitions and
 	// cleanup policy; a typo must not create a new one.
 	c.Metadata.AllowAutoTopicCreation = false
-	c.Metadata.Full = false
 
 	switch role {
 	case roleProducer:
@@ -185,8 +184,11 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 		c.Producer.Return.Successes = true
 		c.Producer.Return.Errors = true
 		// Every event of a project lands on one partition: the key is the
-		// project id, hashed (FNV-1a).
-		c.Producer.Partitioner = sarama.NewHashPartitioner
+		// project id, hashed with murmur2 like the Java client (and
+		// franz-go), so records another producer writes for a project land
+		// on the same partition as ours. Sarama's default (FNV-1a) would
+		// not.
+		c.Producer.Partitioner = sarama.NewMurmur2Partitioner
 	case roleConsumer:
 		if k.InitialOffset == OffsetOldest {
 			c.Consumer.Offsets.Initial = sarama.OffsetOldest
@@ -204,6 +206,7 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 		c.Consumer.Retry.Backoff = k.ReconnectBackoff
 		c.Metadata.Retry.Backoff = min(k.ReconnectBackoff, 500*time.Millisecond)
 	case roleProbe:
+		c.Metadata.Full = false
 		c.Metadata.Retry.Max = 0
 	}
 	return c
@@ -260,7 +263,10 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: subscriber: %w", err)
 	}
-	sub := newRetryingSubscriber(inner, kcfg.ReconnectBackoff, logger)
+	check := func() error {
+		return probe(kcfg.Brokers, kcfg.Topic, kcfg.sarama(roleProbe))
+	}
+	sub := newRetryingSubscriber(inner, check, kcfg.ReconnectBackoff, logger)
 	pub := newBatchPublisher(kcfg.Brokers, kcfg.sarama(roleProducer), newMarshaler(), sub.attached, logger)
 	probe := newBrokerProbe(kcfg)
 	offsets := newOffsetTracker()

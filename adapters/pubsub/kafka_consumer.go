@@ -20,8 +20,13 @@ import (
 // tries once, synchronously (so that with a broker up, reading starts
 // before the router reports running), and otherwise keeps trying in the
 // background and forwards the messages once it succeeds.
+//
+// Before each attempt it checks that a broker answers with the topic's
+// partitions: watermill-kafka leaks the Sarama client of an attempt that
+// fails after connecting (for instance on a missing topic).
 type retryingSubscriber struct {
 	inner   *kafka.Subscriber
+	check   func() error
 	backoff time.Duration
 	log     *slog.Logger
 
@@ -36,9 +41,10 @@ type retryingSubscriber struct {
 
 var _ message.Subscriber = (*retryingSubscriber)(nil)
 
-func newRetryingSubscriber(inner *kafka.Subscriber, backoff time.Duration, log *slog.Logger) *retryingSubscriber {
+func newRetryingSubscriber(inner *kafka.Subscriber, check func() error, backoff time.Duration, log *slog.Logger) *retryingSubscriber {
 	return &retryingSubscriber{
 		inner:    inner,
+		check:    check,
 		backoff:  backoff,
 		log:      log,
 		attached: make(chan struct{}),
@@ -54,9 +60,8 @@ func (s *retryingSubscriber) Subscribe(ctx context.Context, topic string) (<-cha
 		return nil, errors.New("kafka: subscriber closed")
 	default:
 	}
-	msgs, err := s.inner.Subscribe(ctx, topic)
+	msgs, err := s.subscribe(ctx, topic)
 	if err == nil {
-		s.attachOnce.Do(func() { close(s.attached) })
 		return msgs, nil
 	}
 	s.log.Error("kafka consumer cannot start; retrying in the background", "error", err, "retry_every", s.backoff)
@@ -93,9 +98,8 @@ func (s *retryingSubscriber) retry(ctx context.Context, topic string) <-chan *me
 		case <-ctx.Done():
 			return nil
 		}
-		msgs, err := s.inner.Subscribe(ctx, topic)
+		msgs, err := s.subscribe(ctx, topic)
 		if err == nil {
-			s.attachOnce.Do(func() { close(s.attached) })
 			s.log.Info("kafka consumer started", "attempts", attempt)
 			return msgs
 		}
@@ -103,6 +107,19 @@ func (s *retryingSubscriber) retry(ctx context.Context, topic string) <-chan *me
 			s.log.Error("kafka consumer still cannot start", "error", err, "attempts", attempt)
 		}
 	}
+}
+
+// subscribe makes one attempt.
+func (s *retryingSubscriber) subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	msgs, err := s.inner.Subscribe(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	s.attachOnce.Do(func() { close(s.attached) })
+	return msgs, nil
 }
 
 // Close stops the consumer and the background retries. Idempotent.

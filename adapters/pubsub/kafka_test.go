@@ -8,14 +8,19 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
@@ -108,8 +113,8 @@ func subscribeAll(t *testing.T, bus *pubsub.Bus) ports.Inbox {
 	return in
 }
 
-// next returns the next event of in, failing the test after timeout.
-func next(t *testing.T, in ports.Inbox, timeout time.Duration) domain.Event {
+// nextEvent returns the next event of in, failing the test after timeout.
+func nextEvent(t *testing.T, in ports.Inbox, timeout time.Duration) domain.Event {
 	t.Helper()
 	select {
 	case ev, ok := <-in.Events():
@@ -166,7 +171,7 @@ func TestKafkaBrokerOutageDeliversEverythingInOrderAfterwards(t *testing.T) {
 				}
 			}
 			for range 2 * (to - from) {
-				ev := next(t, in, 30*time.Second)
+				ev := nextEvent(t, in, 30*time.Second)
 				n, ok := want[ev.Project.ID]
 				require.True(t, ok, "gateway %d: unexpected project %s", g, ev.Project.ID)
 				require.Equal(t, project(0, n).Name, ev.Project.Name, "gateway %d, project %s: out of order, missing or duplicated", g, ev.Project.ID)
@@ -233,4 +238,252 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// kafkaRecords reads n records of the topic from its start.
+func kafkaRecords(t *testing.T, brokers []string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(pubsub.DefaultTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var recs []*kgo.Record
+	for len(recs) < n {
+		fs := cl.PollFetches(ctx)
+		require.NoError(t, ctx.Err(), "got %d of %d records", len(recs), n)
+		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+	}
+	return recs
+}
+
+func TestKafkaOrderPerProjectAcrossPartitionsWithConcurrentProducers(t *testing.T) {
+	cluster := startKafka(t)
+	brokers := cluster.ListenAddrs()
+	const producers, projectsEach, events = 3, 4, 300 // events per project
+	var buses []*pubsub.Bus
+	for i := range producers {
+		buses = append(buses, newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{ClientID: fmt.Sprintf("producer-%d", i)}))
+	}
+	gateway := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{ClientID: "gateway"})
+	inboxes := []ports.Inbox{subscribeAll(t, gateway), subscribeAll(t, buses[0])}
+	awaitReady(t, append(buses, gateway)...)
+
+	var wg sync.WaitGroup
+	for p, bus := range buses {
+		wg.Go(func() {
+			for n := range events {
+				for j := range projectsEach {
+					assert.NoError(t, bus.BroadcastProjectUpdate(testProject(fmt.Sprintf("order-%d-%d", p, j), n)))
+				}
+			}
+		})
+	}
+	total := producers * projectsEach * events
+	for g, in := range inboxes {
+		next := map[string]int{}
+		for range total {
+			ev := nextEvent(t, in, 20*time.Second)
+			var n int
+			_, err := fmt.Sscanf(ev.Project.Name, "app-%d", &n)
+			require.NoError(t, err)
+			require.Equal(t, next[ev.Project.ID], n, "inbox %d, project %s: out of order", g, ev.Project.ID)
+			next[ev.Project.ID]++
+		}
+		assert.Len(t, next, producers*projectsEach, "inbox %d gets every project", g)
+	}
+	wg.Wait()
+
+	// On the topic: every event of a project on one partition, keyed by
+	// the project id, the projects spread over several partitions.
+	partitionOf := map[string]int32{}
+	used := map[int32]bool{}
+	for _, r := range kafkaRecords(t, brokers, total) {
+		id := string(r.Key)
+		if p, ok := partitionOf[id]; ok {
+			require.Equal(t, p, r.Partition, "project %s on two partitions", id)
+		}
+		partitionOf[id] = r.Partition
+		used[r.Partition] = true
+	}
+	assert.GreaterOrEqual(t, len(used), 3, "the projects spread over at least 3 partitions")
+}
+
+func TestKafkaRecordSchema(t *testing.T) {
+	cluster := startKafka(t)
+	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, pubsub.KafkaConfig{})
+	awaitReady(t, bus)
+	p := testProject("schema-1", 1)
+	p.Status = domain.StatusFailed
+	require.NoError(t, bus.BroadcastProjectError(p, "Mix deps.get failed"))
+
+	rec := kafkaRecords(t, cluster.ListenAddrs(), 1)[0]
+	assert.Equal(t, "schema-1", string(rec.Key), "key = project id")
+	// The key is hashed as the Java client (and franz-go) hash it, so
+	// another producer's records of the project share its partition.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(pubsub.DefaultTopic))
+	require.NoError(t, err)
+	defer cl.Close()
+	foreign, err := cl.ProduceSync(context.Background(), &kgo.Record{Key: []byte("schema-1"), Value: []byte("{}")}).First()
+	require.NoError(t, err)
+	assert.Equal(t, rec.Partition, foreign.Partition, "same partition as a Java-compatible producer")
+
+	ev, err := domain.NewProjectError(p, "Mix deps.get failed")
+	require.NoError(t, err)
+	want, err := codec.Encode(ev)
+	require.NoError(t, err)
+	assert.Equal(t, string(want), string(rec.Value), "value = the envelope JSON, as SSE clients get it")
+	assert.JSONEq(t, `{"event":"project_error","error":"Mix deps.get failed","project":{"id":"schema-1","name":"app-1","status":"failed",
+		"code_repo":"https://github.com/user/schema-1","docs_repo":"https://github.com/user/schema-1_docs",
+		"inserted_at":"2024-01-01T12:00:00Z","updated_at":"2024-01-01T12:00:00.001Z"}}`, string(rec.Value))
+	headers := map[string]string{}
+	for _, h := range rec.Headers {
+		headers[h.Key] = string(h.Value)
+	}
+	id := headers["ce_id"]
+	assert.NotEmpty(t, id)
+	assert.Equal(t, map[string]string{
+		"event_type": "project_error", "project_id": "schema-1", "topic": "projects:schema-1", "schema_version": "1",
+		"ce_specversion": "1.0", "ce_id": id, "ce_source": "/statusbroadcaster", "ce_type": "statusbroadcaster.project_error",
+		"ce_subject": "schema-1", "ce_time": headers["ce_time"], "content-type": "application/json",
+		"_watermill_message_uuid": id,
+	}, headers)
+}
+
+func TestKafkaBadRecordsAreCountedAndSkipped(t *testing.T) {
+	cluster := startKafka(t)
+	brokers := cluster.ListenAddrs()
+	reg := prometheus.NewRegistry()
+	bus := newKafkaBus(t, brokers, pubsub.Config{Metrics: metrics.New(reg, nil)}, pubsub.KafkaConfig{})
+	in := subscribeAll(t, bus)
+	awaitReady(t, bus)
+
+	good := func(n int) *kgo.Record {
+		ev, err := domain.NewProjectUpdated(testProject("bad-1", n))
+		require.NoError(t, err)
+		value, err := codec.Encode(ev)
+		require.NoError(t, err)
+		return &kgo.Record{Key: []byte("bad-1"), Value: value, Headers: []kgo.RecordHeader{
+			{Key: "event_type", Value: []byte("project_updated")}, {Key: "project_id", Value: []byte("bad-1")},
+		}}
+	}
+	withValue := func(value string, headers ...string) *kgo.Record {
+		r := &kgo.Record{Key: []byte("bad-1"), Value: []byte(value)}
+		for i := 0; i+1 < len(headers); i += 2 {
+			r.Headers = append(r.Headers, kgo.RecordHeader{Key: headers[i], Value: []byte(headers[i+1])})
+		}
+		return r
+	}
+	valid := string(good(0).Value)
+	bad := []*kgo.Record{
+		withValue("\x00\x01 not json at all", "event_type", "project_updated", "project_id", "bad-1"),
+		withValue(strings.Replace(valid, "project_updated", "project_deleted", 1), "event_type", "project_deleted", "project_id", "bad-1"),
+		withValue(strings.Replace(valid, `"id":"bad-1"`, `"id":"bad:1*"`, 1), "event_type", "project_updated", "project_id", "bad:1*"),
+		withValue(valid), // no headers
+		withValue(valid, "event_type", "project_updated", "project_id", "someone-else"),
+		{Key: []byte("bad-1")}, // no value
+	}
+	// Foreign producers (franz-go here, any other client in production)
+	// write good records with bad ones in between, on the project's
+	// partition.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(pubsub.DefaultTopic))
+	require.NoError(t, err)
+	defer cl.Close()
+	records := []*kgo.Record{good(0)}
+	records = append(records, bad...)
+	records = append(records, good(1), good(2))
+	require.NoError(t, cl.ProduceSync(context.Background(), records...).FirstErr())
+	// And the Bus itself goes on publishing.
+	require.NoError(t, bus.BroadcastProjectUpdate(testProject("bad-1", 3)))
+
+	for n := range 4 {
+		ev := nextEvent(t, in, 10*time.Second)
+		assert.Equal(t, testProject("bad-1", n), ev.Project, "the stream goes on past the bad records")
+	}
+	assert.Equal(t, float64(len(bad)), counter(t, reg, "statusbroadcaster_bad_messages_total"))
+}
+
+func TestKafkaBackendConsumerGroup(t *testing.T) {
+	cluster := startKafka(t, kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	brokers := cluster.ListenAddrs()
+	producer := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{})
+	awaitReady(t, producer)
+	broadcast := func(from, to int) {
+		for n := from; n < to; n++ {
+			require.NoError(t, producer.BroadcastProjectUpdate(testProject("billing-1", n)))
+		}
+	}
+	receive := func(in ports.Inbox, from, to int) {
+		for n := from; n < to; n++ {
+			assert.Equal(t, testProject("billing-1", n), nextEvent(t, in, 20*time.Second).Project)
+		}
+	}
+	// Published before the group ever ran: read from the oldest offset.
+	broadcast(0, 10)
+	group := pubsub.KafkaConfig{ConsumerGroup: "billing", InitialOffset: pubsub.OffsetOldest}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, err := pubsub.NewKafka(pubsub.Config{}, withBrokers(group, brokers), testLogger())
+	require.NoError(t, err)
+	in := subscribeAll(t, first)
+	receive(in, 0, 10)
+	broadcast(10, 15)
+	receive(in, 10, 15)
+	require.NoError(t, first.Close(ctx), "closing commits the group's offsets")
+
+	// While no member runs, events wait in Kafka; the next member of the
+	// group resumes after the last event the group consumed.
+	broadcast(15, 20)
+	second := newKafkaBus(t, brokers, pubsub.Config{}, group)
+	receive(subscribeAll(t, second), 15, 20)
+}
+
+func withBrokers(k pubsub.KafkaConfig, brokers []string) pubsub.KafkaConfig {
+	k.Brokers = brokers
+	return k
+}
+
+// deadAddress returns a local address nothing listens on.
+func deadAddress(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+func TestKafkaStartsWithoutBroker(t *testing.T) {
+	addr := deadAddress(t)
+	bus := newKafkaBus(t, []string{addr}, pubsub.Config{}, pubsub.KafkaConfig{})
+	in := subscribeAll(t, bus)
+	for n := range 5 {
+		require.NoError(t, bus.BroadcastProjectUpdate(testProject("late-1", n)), "broadcasts are queued")
+	}
+	require.Error(t, bus.Ready(context.Background()), "not ready without a broker")
+
+	_, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	p, err := strconv.Atoi(port)
+	require.NoError(t, err)
+	startKafka(t, kfake.Ports(p))
+	// The gateway reads from the newest offset, yet gets its own events:
+	// it publishes only once its consumer reads.
+	for n := range 5 {
+		assert.Equal(t, testProject("late-1", n), nextEvent(t, in, 20*time.Second).Project)
+	}
+	awaitReady(t, bus)
+}
+
+func TestKafkaCloseWithoutBrokerReportsUnpublishedEvents(t *testing.T) {
+	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: []string{deadAddress(t)}}, testLogger())
+	require.NoError(t, err)
+	require.NoError(t, bus.BroadcastProjectUpdate(testProject("lost-1", 1)))
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	err = bus.Close(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Regexp(t, `0 queued events not published before the deadline, and 1 still being published|1 queued events not published`, err.Error(),
+		"Close says the event was not published")
 }
