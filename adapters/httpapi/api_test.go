@@ -296,4 +296,3 @@ func TestCloseStreamsEndsOpenStreams(t *testing.T) {
 	resp, body := g.get(t, "/events/projects")
 	requireJSONError(t, resp, body, http.StatusServiceUnavailable)
 }
-
