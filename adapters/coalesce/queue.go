@@ -1,5 +1,6 @@
 // Package coalesce holds Queue, a bounded FIFO queue that, when it fills up,
-// keeps only the latest item of each key.
+// drops superseded items — older items of a key that has a newer one queued —
+// oldest first, down to the latest item of each key.
 //
 // Every event of statusbroadcaster carries a project's full record, so an
 // older event of a project is worth nothing once a newer one is queued
@@ -19,6 +20,10 @@ import (
 // cannot make enough room: nearly every queued item has a key of its own.
 var ErrFull = errors.New("coalesce: queue full")
 
+// shrinkKeys is how many keys the per-key counts may have held before a
+// drained queue allocates a fresh map rather than keep the grown one.
+const shrinkKeys = 1024
+
 // Queue is a bounded FIFO of items of type T, identified by a key. It is
 // safe for concurrent use by any number of producers and consumers.
 type Queue[T any] struct {
@@ -32,7 +37,10 @@ type Queue[T any] struct {
 	mu     sync.Mutex
 	items  []T
 	counts map[string]int // queued items per key
-	ready  chan struct{}  // has a value while items is not empty
+	// peakKeys is the most keys counts has held since it was last drained.
+	// Go maps never shrink, so after a burst of many keys Take replaces it.
+	peakKeys int
+	ready    chan struct{} // has a value while items is not empty
 }
 
 // New returns an empty queue that holds at most limit items (at least 1).
@@ -47,12 +55,13 @@ func New[T any](limit int, key func(T) string) *Queue[T] {
 	}
 }
 
-// Push appends item. When the queue is full it first drops every item that
-// has a newer item of the same key queued, keeping the order of the rest;
-// coalesced says how many items that dropped. When even that leaves no room
-// (or too little to be worth it), Push returns ErrFull and does not queue
-// item: the caller decides whether to evict (EvictOldest) or give up on the
-// consumer.
+// Push appends item. When the queue is full it first drops the oldest items
+// that have a newer item of the same key queued — up to an eighth of the
+// limit, keeping the order of the rest — and coalesced says how many it
+// dropped. Repeated pressure drops more, down to the latest item per key.
+// When there is nothing (or too little) to drop, Push returns ErrFull and
+// does not queue item: the caller decides whether to evict (EvictOldest) or
+// give up on the consumer.
 func (q *Queue[T]) Push(item T) (coalesced int, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -60,10 +69,11 @@ func (q *Queue[T]) Push(item T) (coalesced int, err error) {
 		if len(q.items)-len(q.counts) < q.minGain {
 			return 0, ErrFull
 		}
-		coalesced = q.coalesceLocked()
+		coalesced = q.coalesceLocked(max(q.minGain, q.limit/8))
 	}
 	q.items = append(q.items, item)
 	q.counts[q.key(item)]++
+	q.peakKeys = max(q.peakKeys, len(q.counts))
 	q.signalLocked()
 	return coalesced, nil
 }
@@ -91,26 +101,25 @@ func (q *Queue[T]) EvictOldest() (T, bool) {
 	return item, true
 }
 
-// coalesceLocked keeps only the last item of each key, in order.
-func (q *Queue[T]) coalesceLocked() int {
-	seen := make(map[string]bool, len(q.counts))
-	kept := make([]T, len(q.counts))
-	n := len(kept)
-	for i := len(q.items) - 1; i >= 0; i-- {
-		k := q.key(q.items[i])
-		if seen[k] {
-			continue
+// coalesceLocked drops, oldest first, up to target items that have a
+// newer item of the same key queued, keeping the order of the rest. It
+// frees room gradually: a momentary hiccup of the consumer costs a few
+// intermediate states, not all of them.
+func (q *Queue[T]) coalesceLocked(target int) int {
+	kept := q.items[:0]
+	dropped := 0
+	for _, item := range q.items {
+		if dropped < target {
+			if k := q.key(item); q.counts[k] > 1 {
+				q.counts[k]--
+				dropped++
+				continue
+			}
 		}
-		seen[k] = true
-		n--
-		kept[n] = q.items[i]
+		kept = append(kept, item)
 	}
-	dropped := len(q.items) - len(kept)
+	clear(q.items[len(kept):])
 	q.items = kept
-	clear(q.counts)
-	for k := range seen {
-		q.counts[k] = 1
-	}
 	return dropped
 }
 
@@ -128,8 +137,13 @@ func (q *Queue[T]) Take(dst []T, max int) []T {
 		q.forgetLocked(item)
 	}
 	if n == len(q.items) {
-		// Start afresh rather than keep a large backing array alive.
+		// Start afresh rather than keep a large backing array (or a map
+		// grown by a burst of many keys) alive.
 		q.items = nil
+		if q.peakKeys > shrinkKeys {
+			q.counts = make(map[string]int)
+		}
+		q.peakKeys = 0
 	} else {
 		clear(q.items[:n])
 		q.items = q.items[n:]

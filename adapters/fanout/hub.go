@@ -93,6 +93,10 @@ type Hub struct {
 	byUpdate  *list.List               // latest entries, least recently updated first
 	byProject map[string]map[*Subscription]struct{}
 	wildcard  map[*Subscription]struct{}
+	// live holds every subscription not yet ended, including those that
+	// select no topic (an Inbox before its first Subscribe), which the
+	// index does not reach but Close must end.
+	live map[*Subscription]struct{}
 }
 
 // NewHub returns an empty hub.
@@ -106,6 +110,7 @@ func NewHub(cfg Config) *Hub {
 		byUpdate:  list.New(),
 		byProject: make(map[string]map[*Subscription]struct{}),
 		wildcard:  make(map[*Subscription]struct{}),
+		live:      make(map[*Subscription]struct{}),
 	}
 }
 
@@ -204,13 +209,8 @@ func (h *Hub) Close() {
 		return
 	}
 	h.closed = true
-	for s := range h.wildcard {
+	for s := range h.live {
 		h.endLocked(s, ErrClosed)
-	}
-	for _, subs := range h.byProject {
-		for s := range subs {
-			h.endLocked(s, ErrClosed)
-		}
 	}
 }
 
@@ -276,6 +276,7 @@ func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 	for t := range s.topics {
 		h.indexLocked(s, t)
 	}
+	h.live[s] = struct{}{}
 	h.cfg.Metrics.SubscriptionsChanged(1)
 	return s, nil
 }
@@ -375,6 +376,7 @@ func (h *Hub) endLocked(s *Subscription, err error) {
 	for t := range s.topics {
 		h.unindexLocked(s, t)
 	}
+	delete(h.live, s)
 	s.err = err
 	close(s.done)
 	h.cfg.Metrics.SubscriptionsChanged(-1)

@@ -32,7 +32,7 @@ type Config struct {
 	// bound the outbox keeps the latest event of each project. Default
 	// 10,000.
 	OutboxCapacity int
-	// BatchSize is the most events one Publish call carries. Default 256.
+	// BatchSize is the most events one Publish call carries. Default 64.
 	BatchSize int
 	// RetryMin and RetryMax bound the backoff between publish retries.
 	// Defaults 50ms and 5s.
@@ -71,7 +71,7 @@ func (c *Config) setDefaults() {
 		c.OutboxCapacity = 10_000
 	}
 	if c.BatchSize <= 0 {
-		c.BatchSize = 256
+		c.BatchSize = 64
 	}
 	if c.RetryMin <= 0 {
 		c.RetryMin = 50 * time.Millisecond
@@ -141,7 +141,7 @@ func New(cfg Config, pub message.Publisher, sub message.Subscriber, logger *slog
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, watermill.NewSlogLogger(logger))
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, watermillLogger(logger))
 	if err != nil {
 		return nil, fmt.Errorf("pubsub: router: %w", err)
 	}
@@ -178,8 +178,17 @@ func NewInMemory(cfg Config, logger *slog.Logger) (*Bus, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, watermill.NewSlogLogger(logger))
+	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, watermillLogger(logger))
 	return New(cfg, ch, ch, logger)
+}
+
+// watermillLogger bridges Watermill's logs to logger. Watermill reports
+// every start and stop of its router at Info; those become Debug here, so
+// that the service's Info log says what matters to an operator.
+func watermillLogger(logger *slog.Logger) watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug,
+	})
 }
 
 // handle is the router handler on the physical topic: decode, then fan out.

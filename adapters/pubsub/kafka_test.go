@@ -103,8 +103,8 @@ func testProject(id string, n int) domain.Project {
 	}
 }
 
-// subscribeAll returns an inbox of bus subscribed to every project.
-func subscribeAll(t *testing.T, bus *pubsub.Bus) ports.Inbox {
+// kafkaInbox returns an inbox of bus subscribed to every project.
+func kafkaInbox(t *testing.T, bus *pubsub.Bus) ports.Inbox {
 	t.Helper()
 	in, err := bus.NewInbox()
 	require.NoError(t, err)
@@ -154,7 +154,7 @@ func TestKafkaBrokerOutageDeliversEverythingInOrderAfterwards(t *testing.T) {
 		newKafkaBus(t, brokers, pubsub.Config{Metrics: metrics.New(regs[0], nil)}, pubsub.KafkaConfig{ClientID: "gateway-a"}),
 		newKafkaBus(t, brokers, pubsub.Config{Metrics: metrics.New(regs[1], nil)}, pubsub.KafkaConfig{ClientID: "gateway-b"}),
 	}
-	inboxes := []ports.Inbox{subscribeAll(t, buses[0]), subscribeAll(t, buses[1])}
+	inboxes := []ports.Inbox{kafkaInbox(t, buses[0]), kafkaInbox(t, buses[1])}
 	awaitReady(t, buses...)
 	project := func(bus, i int) domain.Project {
 		return testProject(fmt.Sprintf("outage-%d-%d", bus, i%5), i)
@@ -267,7 +267,7 @@ func TestKafkaOrderPerProjectAcrossPartitionsWithConcurrentProducers(t *testing.
 		buses = append(buses, newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{ClientID: fmt.Sprintf("producer-%d", i)}))
 	}
 	gateway := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{ClientID: "gateway"})
-	inboxes := []ports.Inbox{subscribeAll(t, gateway), subscribeAll(t, buses[0])}
+	inboxes := []ports.Inbox{kafkaInbox(t, gateway), kafkaInbox(t, buses[0])}
 	awaitReady(t, append(buses, gateway)...)
 
 	var wg sync.WaitGroup
@@ -356,7 +356,7 @@ func TestKafkaBadRecordsAreCountedAndSkipped(t *testing.T) {
 	brokers := cluster.ListenAddrs()
 	reg := prometheus.NewRegistry()
 	bus := newKafkaBus(t, brokers, pubsub.Config{Metrics: metrics.New(reg, nil)}, pubsub.KafkaConfig{})
-	in := subscribeAll(t, bus)
+	in := kafkaInbox(t, bus)
 	awaitReady(t, bus)
 
 	good := func(n int) *kgo.Record {
@@ -426,7 +426,7 @@ func TestKafkaBackendConsumerGroup(t *testing.T) {
 	defer cancel()
 	first, err := pubsub.NewKafka(pubsub.Config{}, withBrokers(group, brokers), testLogger())
 	require.NoError(t, err)
-	in := subscribeAll(t, first)
+	in := kafkaInbox(t, first)
 	receive(in, 0, 10)
 	broadcast(10, 15)
 	receive(in, 10, 15)
@@ -436,7 +436,7 @@ func TestKafkaBackendConsumerGroup(t *testing.T) {
 	// group resumes after the last event the group consumed.
 	broadcast(15, 20)
 	second := newKafkaBus(t, brokers, pubsub.Config{}, group)
-	receive(subscribeAll(t, second), 15, 20)
+	receive(kafkaInbox(t, second), 15, 20)
 }
 
 func withBrokers(k pubsub.KafkaConfig, brokers []string) pubsub.KafkaConfig {
@@ -457,7 +457,7 @@ func deadAddress(t *testing.T) string {
 func TestKafkaStartsWithoutBroker(t *testing.T) {
 	addr := deadAddress(t)
 	bus := newKafkaBus(t, []string{addr}, pubsub.Config{}, pubsub.KafkaConfig{})
-	in := subscribeAll(t, bus)
+	in := kafkaInbox(t, bus)
 	for n := range 5 {
 		require.NoError(t, bus.BroadcastProjectUpdate(testProject("late-1", n)), "broadcasts are queued")
 	}
