@@ -108,8 +108,10 @@ func (k *KafkaConfig) setDefaults(busTopic string) {
 	}
 }
 
-// Validate reports a configuration that cannot work.
+// Validate reports a configuration that cannot work, once the defaults
+// are applied.
 func (k KafkaConfig) Validate() error {
+	k.setDefaults("")
 	if len(k.Brokers) == 0 {
 		return errors.New("kafka: at least one broker is required")
 	}
@@ -134,7 +136,7 @@ func (k KafkaConfig) Validate() error {
 	}
 	for _, role := range []saramaRole{roleProducer, roleConsumer} {
 		if err := k.sarama(role).Validate(); err != nil {
-			return fmt.Errorf("kafka: %w", err)
+			return err // "kafka: invalid configuration (…)"
 		}
 	}
 	return nil
