@@ -240,7 +240,9 @@ func TestTwoGatewaysOnOneBrokerThroughAnOutage(t *testing.T) {
 		require.Eventually(t, func() bool { return status(t, g+"/readyz") == http.StatusServiceUnavailable }, 10*time.Second, 20*time.Millisecond,
 			"/readyz says 503 while the broker is down")
 	}
-	broadcasts := func() float64 { return metric(t, gateways[0], `statusbroadcaster_events_broadcast_total{event="project_updated"}`) }
+	broadcasts := func() float64 {
+		return metric(t, gateways[0], `statusbroadcaster_events_broadcast_total{event="project_updated"}`)
+	}
 	demoBefore := broadcasts()
 	for n := before; n < before+outage; n++ {
 		for i, g := range gateways {
