@@ -401,7 +401,7 @@ func waitOrFail(t *testing.T, wg *sync.WaitGroup, d time.Duration) {
 // allocator), so a weak pointer to it tells whether it is still reachable.
 type payload struct {
 	key string
-	pad [64]byte
+	_   [64]byte // size only
 }
 
 func payloadKey(p *payload) string { return p.key }
@@ -475,8 +475,8 @@ func TestDrainedQueueDoesNotHoldBurstMemory(t *testing.T) {
 	// not keep the burst's memory once it has caught up.
 	const n = 100_000
 	type big struct {
-		id  int
-		pad [56]byte
+		id int
+		_  [56]byte // size only
 	}
 	keys := make([]string, n)
 	for i := range keys {
