@@ -2,9 +2,16 @@ package pubsub_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"log"
 	"log/slog"
+	"math/big"
 	"net"
 	"os"
 	"strconv"
@@ -486,4 +493,45 @@ func TestKafkaCloseWithoutBrokerReportsUnpublishedEvents(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Regexp(t, `0 queued events not published before the deadline, and 1 still being published|1 queued events not published`, err.Error(),
 		"Close says the event was not published")
+}
+
+// selfSignedTLS returns a server config with a certificate for 127.0.0.1
+// and a client config that trusts it.
+func selfSignedTLS(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kfake"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
+	client = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return server, client
+}
+
+func TestKafkaOverTLSWithSASLPlain(t *testing.T) {
+	serverTLS, clientTLS := selfSignedTLS(t)
+	cluster := startKafka(t, kfake.TLS(serverTLS), kfake.EnableSASL(), kfake.Superuser("PLAIN", "statusd", "s3cret"))
+	brokers := cluster.ListenAddrs()
+
+	bus := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{TLS: clientTLS, SASL: &pubsub.SASLConfig{User: "statusd", Password: "s3cret"}})
+	in := kafkaInbox(t, bus)
+	awaitReady(t, bus)
+	require.NoError(t, bus.BroadcastProjectUpdate(testProject("tls-1", 1)))
+	assert.Equal(t, testProject("tls-1", 1), nextEvent(t, in, 10*time.Second).Project)
+
+	wrong := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{TLS: clientTLS, SASL: &pubsub.SASLConfig{User: "statusd", Password: "wrong"}})
+	assert.Error(t, wrong.Ready(context.Background()), "a wrong password is not ready")
+	plain := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{SASL: &pubsub.SASLConfig{User: "statusd", Password: "s3cret"}})
+	assert.Error(t, plain.Ready(context.Background()), "no TLS to a TLS listener is not ready")
 }
