@@ -89,6 +89,7 @@ type Server struct {
 	hub         *fanout.Hub
 	log         *slog.Logger
 	handler     http.Handler
+	retryLine   []byte // "retry: <ms>\n\n", the start of every stream
 
 	streams   atomic.Int64 // open streams, for MaxClients
 	closing   chan struct{}
@@ -102,7 +103,14 @@ func New(cfg Config, broadcaster domain.StatusBroadcaster, hub *fanout.Hub, logg
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, broadcaster: broadcaster, hub: hub, log: logger, closing: make(chan struct{})}
+	s := &Server{
+		cfg:         cfg,
+		broadcaster: broadcaster,
+		hub:         hub,
+		log:         logger,
+		retryLine:   []byte("retry: " + strconv.FormatInt(cfg.Retry.Milliseconds(), 10) + "\n\n"),
+		closing:     make(chan struct{}),
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /events", s.postEvent)
 	mux.HandleFunc("GET /events", s.streamSelected)

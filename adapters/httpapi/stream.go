@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/fanout"
@@ -101,35 +102,44 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	defer s.cfg.Metrics.StreamsChanged(-1)
 
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	if r.ProtoMajor == 1 {
+		// HTTP/2 forbids connection-specific header fields (RFC 9113 8.2.2).
 		h.Set("Connection", "keep-alive")
 	}
 	w.WriteHeader(http.StatusOK)
 
 	st := &sseWriter{rc: http.NewResponseController(w), w: w, timeout: s.cfg.WriteTimeout}
-	st.buf.WriteString("retry: " + strconv.FormatInt(s.cfg.Retry.Milliseconds(), 10) + "\n\n")
-	if err := st.flush(); err != nil {
+	defer st.finish()
+	// The first write carries the retry hint and the whole backlog
+	// (snapshot or replay), as far as writeChunk allows.
+	batch := sub.Take(nil)
+	if err := st.write(s.retryLine, batch); err != nil {
 		return
 	}
+	clear(batch)
 
 	heartbeat := time.NewTimer(s.cfg.Heartbeat)
 	defer heartbeat.Stop()
-	var batch []*fanout.Entry
 	for {
 		select {
 		case <-sub.Ready():
 			batch = sub.Take(batch[:0])
-			if err := st.events(batch); err != nil {
-				s.log.Debug("stream write failed; client will resume", "error", err, "remote", r.RemoteAddr)
+			if len(batch) == 0 {
+				continue // a spurious wake-up: keep the heartbeat timer running
+			}
+			if err := st.write(nil, batch); err != nil {
+				s.log.Debug("stream write failed; the client will resume", "error", err, "remote", r.RemoteAddr)
 				return
 			}
 			clear(batch)
+			if cap(batch) > maxKeptBatch {
+				batch = nil // a burst is over: do not keep its array per idle stream
+			}
 		case <-heartbeat.C:
-			st.buf.WriteString(": heartbeat\n\n")
-			if err := st.flush(); err != nil {
+			if err := st.write(heartbeatLine, nil); err != nil {
 				return
 			}
 		case <-sub.Done():
@@ -137,7 +147,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 			// the stream; EventSource reconnects and resumes from its
 			// last id.
 			if errors.Is(sub.Err(), fanout.ErrSlowSubscriber) {
-				s.log.Info("ending a stream that fell behind", "remote", r.RemoteAddr)
+				s.log.Info("ending a stream that fell behind; it will resume", "remote", r.RemoteAddr)
 			}
 			return
 		case <-r.Context().Done():
@@ -149,46 +159,84 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	}
 }
 
-// sseWriter writes Server-Sent Events frames with a deadline per write.
+// heartbeatLine is the SSE comment an idle stream gets every Heartbeat.
+var heartbeatLine = []byte(": heartbeat\n\n")
+
+// maxKeptBatch is the largest batch array a stream keeps between writes.
+const maxKeptBatch = 256
+
+// sseFrame renders an entry as a Server-Sent Events frame. The data is the
+// envelope JSON, one line by construction (encoding/json escapes control
+// characters), so it needs a single "data:" line.
+func sseFrame(e *fanout.Entry) []byte {
+	b := make([]byte, 0, len("id: \nevent: \ndata: \n\n")+len(e.ID)+len(e.Event.Type)+len(e.Data))
+	b = append(b, "id: "...)
+	b = append(b, e.ID...)
+	b = append(b, "\nevent: "...)
+	b = append(b, e.Event.Type...)
+	b = append(b, "\ndata: "...)
+	b = append(b, e.Data...)
+	return append(b, "\n\n"...)
+}
+
+// bufPool holds the buffers streams gather frames in. A stream borrows one
+// only while it writes, so an idle stream holds none.
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// sseWriter writes Server-Sent Events to one client, with a deadline per
+// write.
 type sseWriter struct {
 	rc      *http.ResponseController
 	w       http.ResponseWriter
 	timeout time.Duration
-	buf     bytes.Buffer
 }
 
-// events writes entries as frames, in as few writes as writeChunk allows.
-func (st *sseWriter) events(entries []*fanout.Entry) error {
+// write sends prefix and the frames of entries in as few writes as
+// writeChunk allows: every event queued for a client since its last write
+// goes out together. Frames are shared by all streams (fanout.Entry.Frame):
+// an event is encoded once, whatever the number of clients.
+func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) error {
+	if len(entries) == 1 && len(prefix) == 0 {
+		return st.send(entries[0].Frame(sseFrame)) // nothing to gather
+	}
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 2*writeChunk {
+			buf.Reset()
+			bufPool.Put(buf)
+		}
+	}()
+	buf.Write(prefix)
 	for _, e := range entries {
-		st.buf.WriteString("id: ")
-		st.buf.WriteString(e.ID)
-		st.buf.WriteString("\nevent: ")
-		st.buf.WriteString(string(e.Event.Type))
-		st.buf.WriteString("\ndata: ")
-		st.buf.Write(e.Data)
-		st.buf.WriteString("\n\n")
-		if st.buf.Len() >= writeChunk {
-			if err := st.flush(); err != nil {
+		buf.Write(e.Frame(sseFrame))
+		if buf.Len() >= writeChunk {
+			if err := st.send(buf.Bytes()); err != nil {
 				return err
 			}
+			buf.Reset()
 		}
 	}
-	if st.buf.Len() == 0 {
+	if buf.Len() == 0 {
 		return nil
 	}
-	return st.flush()
+	return st.send(buf.Bytes())
 }
 
-// flush writes the buffer to the client and flushes it through, within the
-// write deadline.
-func (st *sseWriter) flush() error {
+// send writes p to the client and flushes it through, within the write
+// deadline.
+func (st *sseWriter) send(p []byte) error {
 	if err := st.rc.SetWriteDeadline(time.Now().Add(st.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}
-	_, err := st.w.Write(st.buf.Bytes())
-	st.buf.Reset()
-	if err != nil {
+	if _, err := st.w.Write(p); err != nil {
 		return err
 	}
 	return st.rc.Flush()
+}
+
+// finish gives the server a fresh deadline to end the response: the last
+// deadline set may have passed while the stream was idle, and the closing
+// chunk must still go out so that the client sees a clean end of stream.
+func (st *sseWriter) finish() {
+	_ = st.rc.SetWriteDeadline(time.Now().Add(st.timeout))
 }
