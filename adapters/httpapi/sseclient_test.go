@@ -168,7 +168,7 @@ func (g *gateway) get(t testing.TB, path string, header http.Header) *http.Respo
 // readStream starts reading resp as an event stream. The stream is closed
 // at the end of the test if the test does not close it.
 func readStream(t testing.TB, resp *http.Response) *sseStream {
-	s := &sseStream{t: t, resp: resp, frames: make(chan frame, 1024), done: make(chan struct{})}
+	s := &sseStream{t: t, resp: resp, frames: make(chan frame, 1<<15), done: make(chan struct{})}
 	go s.read()
 	t.Cleanup(s.close)
 	return s
