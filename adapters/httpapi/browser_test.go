@@ -72,7 +72,9 @@ func testOutputDir(t *testing.T) string {
 
 // switchable serves whichever API is current, so a test can swap in a new
 // one (a refusing one, a fresh one) behind the same listener.
-type switchable struct{ api atomic.Pointer[httpapi.Server] }
+type switchable struct {
+	api atomic.Pointer[httpapi.Server]
+}
 
 func (s *switchable) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.api.Load().ServeHTTP(w, r) }
 
