@@ -33,6 +33,10 @@ func TestStreamStartsWithHeadersAndRetryHint(t *testing.T) {
 			assert.True(t, strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"), resp.Header.Get("Content-Type"))
 			assert.Equal(t, "no-cache", resp.Header.Get("Cache-Control"))
 			assert.Equal(t, "no", resp.Header.Get("X-Accel-Buffering"))
+			// The connection of a stream is not reused for another request,
+			// which would inherit the stream's last write deadline.
+			assert.True(t, resp.Close, "Connection: close")
+			assert.Equal(t, []string{"chunked"}, resp.TransferEncoding, "chunked, so a clean end is distinguishable from a cut")
 			s := readStream(t, resp)
 			assert.Equal(t, frame{Retry: "1500"}, s.next())
 			s.close()

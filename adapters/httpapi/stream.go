@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -71,7 +72,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 		lastID = r.URL.Query().Get("lastEventId")
 	}
 	select {
-	case <-s.closing:
+	case <-s.closing.Done():
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "server is shutting down")
 		return
@@ -106,12 +107,18 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	if r.ProtoMajor == 1 {
-		// HTTP/2 forbids connection-specific header fields (RFC 9113 8.2.2).
-		h.Set("Connection", "keep-alive")
+		// Close the connection when the stream ends rather than keep it
+		// alive for another request: that request would inherit the
+		// stream's last write deadline. EventSource opens a new
+		// connection to resume anyway. (Still chunked, so a clean end is
+		// distinguishable from a cut one. HTTP/2 forbids the header.)
+		h.Set("Connection", "close")
 	}
 	w.WriteHeader(http.StatusOK)
 
 	st := &sseWriter{rc: http.NewResponseController(w), w: w, timeout: s.cfg.WriteTimeout}
+	stopCut := context.AfterFunc(s.closing, st.cut)
+	defer stopCut()
 	defer st.finish()
 	// The first write carries the retry hint and the whole backlog
 	// (snapshot or replay), as far as writeChunk allows.
@@ -152,7 +159,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 			return
 		case <-r.Context().Done():
 			return
-		case <-s.closing:
+		case <-s.closing.Done():
 			return
 		}
 		heartbeat.Reset(s.cfg.Heartbeat)
@@ -189,7 +196,15 @@ type sseWriter struct {
 	rc      *http.ResponseController
 	w       http.ResponseWriter
 	timeout time.Duration
+
+	mu       sync.Mutex // guards deadlines against cut, which runs on another goroutine
+	ending   bool       // cut was called: deadlines are short from now on
+	finished bool       // the handler is returning: leave the deadline alone
 }
+
+// endGrace bounds how long ending a stream may wait for its client: the
+// last write when the server shuts down, the closing chunk.
+const endGrace = time.Second
 
 // write sends prefix and the frames of entries in as few writes as
 // writeChunk allows: every event queued for a client since its last write
@@ -225,7 +240,14 @@ func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) error {
 // send writes p to the client and flushes it through, within the write
 // deadline.
 func (st *sseWriter) send(p []byte) error {
-	if err := st.rc.SetWriteDeadline(time.Now().Add(st.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	st.mu.Lock()
+	timeout := st.timeout
+	if st.ending {
+		timeout = min(timeout, endGrace)
+	}
+	err := st.rc.SetWriteDeadline(time.Now().Add(timeout))
+	st.mu.Unlock()
+	if err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}
 	if _, err := st.w.Write(p); err != nil {
@@ -234,9 +256,27 @@ func (st *sseWriter) send(p []byte) error {
 	return st.rc.Flush()
 }
 
-// finish gives the server a fresh deadline to end the response: the last
-// deadline set may have passed while the stream was idle, and the closing
-// chunk must still go out so that the client sees a clean end of stream.
+// cut shortens the deadline of a write in progress when the server closes
+// its streams: a client that does not read cannot hold up a shutdown for a
+// whole WriteTimeout. A healthy client takes its write well within
+// endGrace.
+func (st *sseWriter) cut() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.finished {
+		return
+	}
+	st.ending = true
+	_ = st.rc.SetWriteDeadline(time.Now().Add(min(st.timeout, endGrace)))
+}
+
+// finish gives the server a fresh, short deadline to end the response: the
+// last deadline set may have passed while the stream was idle, and the
+// closing chunk must still go out so that the client sees a clean end of
+// stream; a client that does not read gets no longer than endGrace.
 func (st *sseWriter) finish() {
-	_ = st.rc.SetWriteDeadline(time.Now().Add(st.timeout))
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.finished = true
+	_ = st.rc.SetWriteDeadline(time.Now().Add(min(st.timeout, endGrace)))
 }
