@@ -19,6 +19,10 @@ import (
 // cannot make enough room: nearly every queued item has a key of its own.
 var ErrFull = errors.New("coalesce: queue full")
 
+// shrinkKeys is how many keys the per-key counts may have held before a
+// drained queue allocates a fresh map rather than keep the grown one.
+const shrinkKeys = 1024
+
 // Queue is a bounded FIFO of items of type T, identified by a key. It is
 // safe for concurrent use by any number of producers and consumers.
 type Queue[T any] struct {
@@ -32,7 +36,10 @@ type Queue[T any] struct {
 	mu     sync.Mutex
 	items  []T
 	counts map[string]int // queued items per key
-	ready  chan struct{}  // has a value while items is not empty
+	// peakKeys is the most keys counts has held since it was last drained.
+	// Go maps never shrink, so after a burst of many keys Take replaces it.
+	peakKeys int
+	ready    chan struct{} // has a value while items is not empty
 }
 
 // New returns an empty queue that holds at most limit items (at least 1).
@@ -64,6 +71,7 @@ func (q *Queue[T]) Push(item T) (coalesced int, err error) {
 	}
 	q.items = append(q.items, item)
 	q.counts[q.key(item)]++
+	q.peakKeys = max(q.peakKeys, len(q.counts))
 	q.signalLocked()
 	return coalesced, nil
 }
@@ -128,8 +136,13 @@ func (q *Queue[T]) Take(dst []T, max int) []T {
 		q.forgetLocked(item)
 	}
 	if n == len(q.items) {
-		// Start afresh rather than keep a large backing array alive.
+		// Start afresh rather than keep a large backing array (or a map
+		// grown by a burst of many keys) alive.
 		q.items = nil
+		if q.peakKeys > shrinkKeys {
+			q.counts = make(map[string]int)
+		}
+		q.peakKeys = 0
 	} else {
 		clear(q.items[:n])
 		q.items = q.items[n:]

@@ -105,6 +105,10 @@ type Hub struct {
 	byUpdate  *list.List               // latest entries, least recently updated first
 	byProject map[string]map[*Subscription]struct{}
 	wildcard  map[*Subscription]struct{}
+	// live holds every subscription not yet ended, including those that
+	// select no topic (an Inbox before its first Subscribe), which the
+	// index does not reach but Close must end.
+	live map[*Subscription]struct{}
 }
 
 // NewHub returns an empty hub.
@@ -118,6 +122,7 @@ func NewHub(cfg Config) *Hub {
 		byUpdate:  list.New(),
 		byProject: make(map[string]map[*Subscription]struct{}),
 		wildcard:  make(map[*Subscription]struct{}),
+		live:      make(map[*Subscription]struct{}),
 	}
 }
 
@@ -216,13 +221,8 @@ func (h *Hub) Close() {
 		return
 	}
 	h.closed = true
-	for s := range h.wildcard {
+	for s := range h.live {
 		h.endLocked(s, ErrClosed)
-	}
-	for _, subs := range h.byProject {
-		for s := range subs {
-			h.endLocked(s, ErrClosed)
-		}
 	}
 }
 
@@ -291,6 +291,7 @@ func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 	for t := range s.topics {
 		h.indexLocked(s, t)
 	}
+	h.live[s] = struct{}{}
 	h.cfg.Metrics.SubscriptionsChanged(1)
 	return s, nil
 }
@@ -390,6 +391,7 @@ func (h *Hub) endLocked(s *Subscription, err error) {
 	for t := range s.topics {
 		h.unindexLocked(s, t)
 	}
+	delete(h.live, s)
 	s.err = err
 	close(s.done)
 	h.cfg.Metrics.SubscriptionsChanged(-1)

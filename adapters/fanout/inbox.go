@@ -20,7 +20,8 @@ import (
 type Inbox struct {
 	sub     *Subscription
 	events  chan domain.Event
-	changed chan struct{} // a topic was removed: re-check the event in hand
+	changed chan struct{} // a topic was removed: re-check the event in hand (unbuffered, see remove)
+	exited  chan struct{} // closed when pump has returned
 	stop    chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
@@ -35,7 +36,8 @@ func (h *Hub) NewInbox(queueSize int) (*Inbox, error) {
 	in := &Inbox{
 		sub:     sub,
 		events:  make(chan domain.Event),
-		changed: make(chan struct{}, 1),
+		changed: make(chan struct{}),
+		exited:  make(chan struct{}),
 		stop:    make(chan struct{}),
 	}
 	in.wg.Add(1)
@@ -47,6 +49,7 @@ func (h *Hub) NewInbox(queueSize int) (*Inbox, error) {
 // the channel and closes it when the inbox ends.
 func (in *Inbox) pump() {
 	defer in.wg.Done()
+	defer close(in.exited)
 	defer close(in.events)
 	var batch []*Entry
 	for {
@@ -55,6 +58,8 @@ func (in *Inbox) pump() {
 			return
 		case <-in.sub.Done():
 			return
+		case <-in.changed:
+			continue // nothing in hand to re-check
 		case <-in.sub.Ready():
 		}
 		batch = in.sub.Take(batch[:0])
@@ -117,9 +122,15 @@ func (in *Inbox) UnsubscribeFromAllProjects() { in.remove(domain.AllProjects) }
 
 func (in *Inbox) remove(t domain.Topic) {
 	in.sub.Remove(t)
+	// The pump may hold an event it took from the queue before the removal,
+	// having checked it still matched. Hand it a re-check and wait until it
+	// has taken it: the pump always waits on changed, and the reader, when
+	// it is this goroutine, is not receiving meanwhile, so the pump cannot
+	// choose to send that event instead. (A buffered, non-blocking signal
+	// left the pump free to pick either once the reader was back.)
 	select {
 	case in.changed <- struct{}{}:
-	default:
+	case <-in.exited:
 	}
 }
 

@@ -37,9 +37,9 @@ func (l smallBuffers) Accept() (net.Conn, error) {
 }
 
 // bigEvent broadcasts version 1 of project id, about 1 KiB of JSON.
-func bigEvent(t testing.TB, g *gateway, id string) {
+func bigEvent(t testing.TB, g *sseGateway, id string) {
 	t.Helper()
-	p := project(id, 1)
+	p := versioned(id, 1)
 	p.CodeRepo += "?padding=" + strings.Repeat("x", 800)
 	require.NoError(t, g.bus.BroadcastProjectUpdate(p))
 }
@@ -52,7 +52,7 @@ type stalledClient struct {
 	resp *http.Response
 }
 
-func openStalled(t *testing.T, g *gateway, path string) *stalledClient {
+func openStalled(t *testing.T, g *sseGateway, path string) *stalledClient {
 	t.Helper()
 	conn, err := net.Dial("tcp", g.srv.Listener.Addr().String())
 	require.NoError(t, err)
@@ -73,7 +73,7 @@ func openStalled(t *testing.T, g *gateway, path string) *stalledClient {
 func TestStalledClientIsEndedAndResumesWithoutGap(t *testing.T) {
 	t.Parallel()
 	const n = 2_000 // events, each about another project, about 1 KiB each
-	g := newGatewayWith(t, pubsub.Config{OutboxCapacity: 2 * n, Hub: fanout.Config{History: 2 * n}},
+	g := newSSEGatewayWith(t, pubsub.Config{OutboxCapacity: 2 * n, Hub: fanout.Config{History: 2 * n}},
 		httpapi.Config{QueueSize: 256, WriteTimeout: time.Second},
 		func(l net.Listener) net.Listener { return smallBuffers{l} })
 

@@ -25,7 +25,7 @@ import (
 
 func TestStreamStartsWithHeadersAndRetryHint(t *testing.T) {
 	t.Parallel()
-	g := newGateway(t, fanout.Config{}, httpapi.Config{Retry: 1500 * time.Millisecond})
+	g := newSSEGateway(t, fanout.Config{}, httpapi.Config{Retry: 1500 * time.Millisecond})
 	for _, path := range []string{"/events/projects", "/events/projects/p1", "/events?topic=projects:*&topic=projects:p1"} {
 		t.Run(path, func(t *testing.T) {
 			resp := g.get(t, path, nil)
@@ -46,7 +46,7 @@ func TestStreamStartsWithHeadersAndRetryHint(t *testing.T) {
 
 func TestIdleStreamGetsHeartbeats(t *testing.T) {
 	t.Parallel()
-	g := newGateway(t, fanout.Config{}, httpapi.Config{Heartbeat: 50 * time.Millisecond})
+	g := newSSEGateway(t, fanout.Config{}, httpapi.Config{Heartbeat: 50 * time.Millisecond})
 	s := g.openStream(t, "/events/projects/idle", nil)
 	s.start()
 	for range 3 {
@@ -61,12 +61,12 @@ func TestIdleStreamGetsHeartbeats(t *testing.T) {
 
 // broadcastSample broadcasts a1 b1 a2, an error of c, then b2, and waits
 // until all of them are dispatched.
-func broadcastSample(t *testing.T, g *gateway) {
+func broadcastSample(t *testing.T, g *sseGateway) {
 	t.Helper()
 	g.update(t, "a", 1)
 	g.update(t, "b", 1)
 	g.update(t, "a", 2)
-	failed := project("c", 1)
+	failed := versioned("c", 1)
 	failed.Status = domain.StatusFailed
 	require.NoError(t, g.bus.BroadcastProjectError(failed, "Mix deps.get failed"))
 	g.update(t, "b", 2)
@@ -102,7 +102,7 @@ func TestSnapshotOnConnect(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.path, func(t *testing.T) {
 			t.Parallel()
-			g := newGateway(t, fanout.Config{}, httpapi.Config{})
+			g := newSSEGateway(t, fanout.Config{}, httpapi.Config{})
 			broadcastSample(t, g)
 			s := g.openStream(t, tc.path, nil)
 			s.start()
@@ -129,7 +129,7 @@ func TestSnapshotOnConnect(t *testing.T) {
 
 func TestSnapshotFalseStartsWithLiveEvents(t *testing.T) {
 	t.Parallel()
-	g := newGateway(t, fanout.Config{}, httpapi.Config{})
+	g := newSSEGateway(t, fanout.Config{}, httpapi.Config{})
 	broadcastSample(t, g)
 	for _, path := range []string{"/events/projects?snapshot=false", "/events/projects/a?snapshot=false", "/events?topic=projects:a&snapshot=false"} {
 		s := g.openStream(t, path, nil)
@@ -143,7 +143,7 @@ func TestSnapshotFalseStartsWithLiveEvents(t *testing.T) {
 
 func TestStreamOfUnknownProjectHasNoSnapshot(t *testing.T) {
 	t.Parallel()
-	g := newGateway(t, fanout.Config{}, httpapi.Config{})
+	g := newSSEGateway(t, fanout.Config{}, httpapi.Config{})
 	broadcastSample(t, g)
 	s := g.openStream(t, "/events/projects/newcomer", nil) // openStream requires 200
 	s.start()
@@ -176,7 +176,7 @@ func TestResumeSendsExactlyTheMissedEvents(t *testing.T) {
 		for _, how := range []string{"header", "query"} {
 			t.Run(sel.name+"/"+how, func(t *testing.T) {
 				t.Parallel()
-				g := newGateway(t, fanout.Config{}, httpapi.Config{})
+				g := newSSEGateway(t, fanout.Config{}, httpapi.Config{})
 				for _, id := range []string{"a", "b", "c"} {
 					g.update(t, id, 1)
 				}
@@ -229,7 +229,7 @@ func TestResumeSendsExactlyTheMissedEvents(t *testing.T) {
 
 func TestResumeFromUnusableIDGetsTheSnapshot(t *testing.T) {
 	t.Parallel()
-	g := newGateway(t, fanout.Config{History: 5}, httpapi.Config{})
+	g := newSSEGateway(t, fanout.Config{History: 5}, httpapi.Config{})
 	// An id from the start, which falls out of a history of 5.
 	watch := g.openStream(t, "/events/projects", nil)
 	watch.start()
@@ -277,7 +277,7 @@ func TestQueryLastEventIDYieldsToHeader(t *testing.T) {
 	// EventSource sends the header on its own reconnections; a page that
 	// had to reconnect by hand put an older id in the URL. The header is
 	// the newer one.
-	g := newGateway(t, fanout.Config{}, httpapi.Config{})
+	g := newSSEGateway(t, fanout.Config{}, httpapi.Config{})
 	watch := g.openStream(t, "/events/projects/a", nil)
 	watch.start()
 	g.update(t, "a", 1)
@@ -301,7 +301,7 @@ func TestQueryLastEventIDYieldsToHeader(t *testing.T) {
 func TestOrderAcrossSnapshotReplayAndLive(t *testing.T) {
 	t.Parallel()
 	const n = 10_000
-	g := newGatewayWith(t, pubsub.Config{
+	g := newSSEGatewayWith(t, pubsub.Config{
 		OutboxCapacity: 4 * n, // no coalescing in the outbox: every update is dispatched
 		Hub:            fanout.Config{History: 4 * n},
 	}, httpapi.Config{QueueSize: 4 * n}, nil) // nor in the clients' queues
@@ -319,9 +319,9 @@ func TestOrderAcrossSnapshotReplayAndLive(t *testing.T) {
 			if v == n/2+1 {
 				<-phase2
 			}
-			assert.NoError(t, g.bus.BroadcastProjectUpdate(project("hot", v)))
+			assert.NoError(t, g.bus.BroadcastProjectUpdate(versioned("hot", v)))
 			if v%100 == 0 {
-				assert.NoError(t, g.bus.BroadcastProjectUpdate(project("cold", v/100)))
+				assert.NoError(t, g.bus.BroadcastProjectUpdate(versioned("cold", v/100)))
 				if v > n/2 {
 					time.Sleep(time.Millisecond) // let connections interleave with live events
 				}
@@ -379,7 +379,7 @@ func TestOrderAcrossSnapshotReplayAndLive(t *testing.T) {
 
 func TestMaxClientsRefusesWith503(t *testing.T) {
 	t.Parallel()
-	g := newGateway(t, fanout.Config{}, httpapi.Config{MaxClients: 2})
+	g := newSSEGateway(t, fanout.Config{}, httpapi.Config{MaxClients: 2})
 	// The limit counts streams on every stream endpoint together.
 	s1 := g.openStream(t, "/events/projects", nil)
 	s1.start()
@@ -424,7 +424,7 @@ func TestMaxClientsRefusesWith503(t *testing.T) {
 
 func TestCloseStreamsEndsEveryStreamCleanly(t *testing.T) {
 	t.Parallel()
-	g := newGateway(t, fanout.Config{}, httpapi.Config{WriteTimeout: 10 * time.Millisecond})
+	g := newSSEGateway(t, fanout.Config{}, httpapi.Config{WriteTimeout: 10 * time.Millisecond})
 	var streams []*sseStream
 	for _, path := range []string{"/events/projects", "/events/projects/a", "/events?topic=projects:b"} {
 		s := g.openStream(t, path, nil)
@@ -448,7 +448,7 @@ func TestSnapshotLargerThanTheClientQueue(t *testing.T) {
 	// A dashboard of more projects than --client-queue still connects and
 	// gets every project.
 	const projects = 300
-	g := newGateway(t, fanout.Config{}, httpapi.Config{QueueSize: 16})
+	g := newSSEGateway(t, fanout.Config{}, httpapi.Config{QueueSize: 16})
 	for i := range projects {
 		g.update(t, fmt.Sprintf("p%03d", i), 1)
 	}

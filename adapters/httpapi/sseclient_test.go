@@ -31,23 +31,23 @@ import (
 // on purpose: it only catches hangs, it measures nothing.
 const waitFor = 10 * time.Second
 
-// gateway is the service as statusd wires it: the in-memory Bus and the
+// sseGateway is the service as statusd wires it: the in-memory Bus and the
 // HTTP API, served on a loopback port.
-type gateway struct {
+type sseGateway struct {
 	bus *pubsub.Bus
 	api *httpapi.Server
 	srv *httptest.Server
 }
 
-// newGateway starts a gateway and registers its shutdown with t.Cleanup.
-func newGateway(t testing.TB, hub fanout.Config, cfg httpapi.Config) *gateway {
+// newSSEGateway starts a gateway and registers its shutdown with t.Cleanup.
+func newSSEGateway(t testing.TB, hub fanout.Config, cfg httpapi.Config) *sseGateway {
 	t.Helper()
-	return newGatewayWith(t, pubsub.Config{Hub: hub}, cfg, nil)
+	return newSSEGatewayWith(t, pubsub.Config{Hub: hub}, cfg, nil)
 }
 
-// newGatewayWith starts a gateway on the given Bus config; wrap, when not
+// newSSEGatewayWith starts a gateway on the given Bus config; wrap, when not
 // nil, wraps the listener.
-func newGatewayWith(t testing.TB, busCfg pubsub.Config, cfg httpapi.Config, wrap func(net.Listener) net.Listener) *gateway {
+func newSSEGatewayWith(t testing.TB, busCfg pubsub.Config, cfg httpapi.Config, wrap func(net.Listener) net.Listener) *sseGateway {
 	t.Helper()
 	bus, err := pubsub.NewInMemory(busCfg, nil)
 	require.NoError(t, err)
@@ -58,7 +58,7 @@ func newGatewayWith(t testing.TB, busCfg pubsub.Config, cfg httpapi.Config, wrap
 		srv.Listener = wrap(srv.Listener)
 	}
 	srv.Start()
-	g := &gateway{bus: bus, api: api, srv: srv}
+	g := &sseGateway{bus: bus, api: api, srv: srv}
 	t.Cleanup(func() {
 		api.CloseStreams() // httptest.Server.Close waits for handlers
 		srv.Close()
@@ -70,11 +70,11 @@ func newGatewayWith(t testing.TB, busCfg pubsub.Config, cfg httpapi.Config, wrap
 }
 
 // url returns the gateway's address followed by path.
-func (g *gateway) url(path string) string { return g.srv.URL + path }
+func (g *sseGateway) url(path string) string { return g.srv.URL + path }
 
-// project returns a valid project whose name records version n, so that a
+// versioned returns a valid project whose name records version n, so that a
 // test can tell which update of a project a client received.
-func project(id string, n int) domain.Project {
+func versioned(id string, n int) domain.Project {
 	t0 := time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC)
 	return domain.Project{
 		ID:         id,
@@ -87,7 +87,7 @@ func project(id string, n int) domain.Project {
 	}
 }
 
-// version returns the n that project(id, n) recorded in the name.
+// version returns the n that versioned(id, n) recorded in the name.
 func version(t testing.TB, p domain.Project) int {
 	t.Helper()
 	var n int
@@ -97,19 +97,19 @@ func version(t testing.TB, p domain.Project) int {
 }
 
 // update broadcasts version n of project id.
-func (g *gateway) update(t testing.TB, id string, n int) {
+func (g *sseGateway) update(t testing.TB, id string, n int) {
 	t.Helper()
-	require.NoError(t, g.bus.BroadcastProjectUpdate(project(id, n)))
+	require.NoError(t, g.bus.BroadcastProjectUpdate(versioned(id, n)))
 }
 
 // settle waits until version n of project id has gone through the pub/sub
 // and the hub, so that streams opened from now on see it in their
 // snapshot or replay.
-func (g *gateway) settle(t testing.TB, id string, n int) {
+func (g *sseGateway) settle(t testing.TB, id string, n int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		e, ok := g.bus.Hub().Latest(id)
-		return ok && e.Event.Project.Name == project(id, n).Name
+		return ok && e.Event.Project.Name == versioned(id, n).Name
 	}, waitFor, time.Millisecond, "version %d of %s was not dispatched", n, id)
 }
 
@@ -141,7 +141,7 @@ type sseStream struct {
 }
 
 // openStream GETs path with the given request headers and requires 200.
-func (g *gateway) openStream(t testing.TB, path string, header http.Header) *sseStream {
+func (g *sseGateway) openStream(t testing.TB, path string, header http.Header) *sseStream {
 	t.Helper()
 	resp := g.get(t, path, header)
 	if resp.StatusCode != http.StatusOK {
@@ -153,7 +153,7 @@ func (g *gateway) openStream(t testing.TB, path string, header http.Header) *sse
 }
 
 // get sends a GET request; the caller closes the body.
-func (g *gateway) get(t testing.TB, path string, header http.Header) *http.Response {
+func (g *sseGateway) get(t testing.TB, path string, header http.Header) *http.Response {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, g.url(path), nil)
 	require.NoError(t, err)

@@ -103,7 +103,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	defer s.cfg.Metrics.StreamsChanged(-1)
 
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	if r.ProtoMajor == 1 {

@@ -73,7 +73,7 @@ func (w *steppedWriter) nextFlush(t *testing.T) {
 
 func dispatch(t *testing.T, hub *fanout.Hub, id string, v int) {
 	t.Helper()
-	ev, err := domain.NewProjectUpdated(project(id, v))
+	ev, err := domain.NewProjectUpdated(versioned(id, v))
 	require.NoError(t, err)
 	data, err := codec.Encode(ev)
 	require.NoError(t, err)

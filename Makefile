@@ -1,0 +1,39 @@
+# statusbroadcaster — common tasks. `make test` is what CI runs.
+
+GO          ?= go
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+PKGS        ?= ./...
+
+.PHONY: run build test lint vet staticcheck fmt bench clean
+
+## run: the service in memory with the demo, on http://localhost:8080
+run:
+	$(GO) run ./cmd/statusd --demo
+
+## build: the statusd binary in ./bin
+build:
+	$(GO) build -o bin/statusd ./cmd/statusd
+
+## test: vet, staticcheck, then every test with the race detector
+test: vet staticcheck
+	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+
+## lint: formatting, vet and staticcheck
+lint: fmt vet staticcheck
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+staticcheck:
+	$(STATICCHECK) $(PKGS)
+
+## bench: the benchmarks, with allocations (see BENCHMARKS.md)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+clean:
+	rm -rf bin testoutput
