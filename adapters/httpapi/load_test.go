@@ -450,7 +450,9 @@ func testSIGTERM(t *testing.T, bin string) {
 		clients = 200
 		events  = 100
 	)
-	p := startStatusd(t, bin, "--write-timeout", "60s")
+	// No backstop: with a shutdown timeout this long, exiting within 5 s
+	// shows that the streams themselves ended, the stalled one included.
+	p := startStatusd(t, bin, "--write-timeout", "60s", "--shutdown-timeout", "30s")
 	stalled, err := dialStream(p.addr, "/events/projects/big", 4<<10)
 	require.NoError(t, err)
 	defer stalled.conn.Close()
@@ -499,6 +501,7 @@ func testSIGTERM(t *testing.T, bin string) {
 		require.FailNow(t, "statusd did not exit within 5 s of SIGTERM")
 	}
 	took := time.Since(start)
+	assert.NotContains(t, p.logs.String(), "unclean shutdown")
 	clean := 0
 	for range clients {
 		if err := <-ended; err == nil {
