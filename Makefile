@@ -4,7 +4,7 @@ GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS        ?= ./...
 
-.PHONY: run build test lint vet staticcheck fmt bench clean
+.PHONY: run build test lint vet staticcheck fmt bench load clean
 
 ## run: the service in memory with the demo, on http://localhost:8080
 run:
@@ -34,6 +34,10 @@ staticcheck:
 ## bench: the benchmarks, with allocations (see BENCHMARKS.md)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## load: the load program against a fresh statusd (see BENCHMARKS.md)
+load: build
+	$(GO) run ./cmd/statusload --statusd bin/statusd --clients 1000 --stalled 1 --events 10000
 
 clean:
 	rm -rf bin testoutput

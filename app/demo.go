@@ -68,12 +68,16 @@ var DemoSteps = []domain.Status{domain.StatusCloning, domain.StatusFetchingDeps,
 
 // Demo creates cfg.Projects projects in repo and takes each through its
 // setup with setup, over and over, until ctx ends; some setups fail with an
-// error message. It returns ctx's error, or a repository error.
+// error message. It returns ctx's error, or the first repository error,
+// which stops every project. It returns only once all its goroutines have.
 func Demo(ctx context.Context, cfg DemoConfig, repo ports.ProjectRepository, setup *ProjectSetup, logger *slog.Logger) error {
 	cfg.setDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	parent := ctx
+	ctx, stop := context.WithCancel(parent)
+	defer stop()
 	var wg sync.WaitGroup
 	errs := make(chan error, cfg.Projects)
 	for i := range cfg.Projects {
@@ -88,10 +92,17 @@ func Demo(ctx context.Context, cfg DemoConfig, repo ports.ProjectRepository, set
 			DocsRepo: "https://github.com/example/" + name + "_docs",
 		})
 		if err != nil {
+			stop()
+			wg.Wait()
 			return err
 		}
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(i)))
-		wg.Go(func() { errs <- demoLoop(ctx, cfg, rng, p.ID, setup, logger) })
+		wg.Go(func() {
+			errs <- demoLoop(ctx, cfg, rng, p.ID, setup, logger)
+			// A loop ends when ctx does or on a repository error, which
+			// stops the other projects too.
+			stop()
+		})
 	}
 	wg.Wait()
 	close(errs)
@@ -100,7 +111,7 @@ func Demo(ctx context.Context, cfg DemoConfig, repo ports.ProjectRepository, set
 			return err
 		}
 	}
-	return ctx.Err()
+	return parent.Err()
 }
 
 func demoLoop(ctx context.Context, cfg DemoConfig, rng *rand.Rand, id string, setup *ProjectSetup, logger *slog.Logger) error {

@@ -1,5 +1,6 @@
 // Package coalesce holds Queue, a bounded FIFO queue that, when it fills up,
-// keeps only the latest item of each key.
+// drops superseded items — older items of a key that has a newer one queued —
+// oldest first, down to the latest item of each key.
 //
 // Every event of statusbroadcaster carries a project's full record, so an
 // older event of a project is worth nothing once a newer one is queued
@@ -54,12 +55,13 @@ func New[T any](limit int, key func(T) string) *Queue[T] {
 	}
 }
 
-// Push appends item. When the queue is full it first drops every item that
-// has a newer item of the same key queued, keeping the order of the rest;
-// coalesced says how many items that dropped. When even that leaves no room
-// (or too little to be worth it), Push returns ErrFull and does not queue
-// item: the caller decides whether to evict (EvictOldest) or give up on the
-// consumer.
+// Push appends item. When the queue is full it first drops the oldest items
+// that have a newer item of the same key queued — up to an eighth of the
+// limit, keeping the order of the rest — and coalesced says how many it
+// dropped. Repeated pressure drops more, down to the latest item per key.
+// When there is nothing (or too little) to drop, Push returns ErrFull and
+// does not queue item: the caller decides whether to evict (EvictOldest) or
+// give up on the consumer.
 func (q *Queue[T]) Push(item T) (coalesced int, err error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -67,7 +69,7 @@ func (q *Queue[T]) Push(item T) (coalesced int, err error) {
 		if len(q.items)-len(q.counts) < q.minGain {
 			return 0, ErrFull
 		}
-		coalesced = q.coalesceLocked()
+		coalesced = q.coalesceLocked(max(q.minGain, q.limit/8))
 	}
 	q.items = append(q.items, item)
 	q.counts[q.key(item)]++
@@ -99,26 +101,25 @@ func (q *Queue[T]) EvictOldest() (T, bool) {
 	return item, true
 }
 
-// coalesceLocked keeps only the last item of each key, in order.
-func (q *Queue[T]) coalesceLocked() int {
-	seen := make(map[string]bool, len(q.counts))
-	kept := make([]T, len(q.counts))
-	n := len(kept)
-	for i := len(q.items) - 1; i >= 0; i-- {
-		k := q.key(q.items[i])
-		if seen[k] {
-			continue
+// coalesceLocked drops, oldest first, up to target items that have a
+// newer item of the same key queued, keeping the order of the rest. It
+// frees room gradually: a momentary hiccup of the consumer costs a few
+// intermediate states, not all of them.
+func (q *Queue[T]) coalesceLocked(target int) int {
+	kept := q.items[:0]
+	dropped := 0
+	for _, item := range q.items {
+		if dropped < target {
+			if k := q.key(item); q.counts[k] > 1 {
+				q.counts[k]--
+				dropped++
+				continue
+			}
 		}
-		seen[k] = true
-		n--
-		kept[n] = q.items[i]
+		kept = append(kept, item)
 	}
-	dropped := len(q.items) - len(kept)
+	clear(q.items[len(kept):])
 	q.items = kept
-	clear(q.counts)
-	for k := range seen {
-		q.counts[k] = 1
-	}
 	return dropped
 }
 

@@ -139,10 +139,11 @@ func TestPushCoalescesWhenFull(t *testing.T) {
 		coalesced int
 		want      string
 	}{
-		{"keeps latest per key in order of latest", 4, "a1 b1 a2 b2", "c1", 2, "a2 b2 c1"},
-		{"order follows the latest item of each key", 4, "a1 b1 b2 a2", "c1", 2, "b2 a2 c1"},
-		{"pushed key already queued", 4, "a1 b1 a2 b2", "a3", 2, "a2 b2 a3"},
-		{"one key only", 3, "a1 a2 a3", "a4", 2, "a3 a4"},
+		{"drops the oldest superseded item first", 4, "a1 b1 a2 b2", "c1", 1, "b1 a2 b2 c1"},
+		{"keeps an item whose key has no newer one", 4, "a1 b1 b2 a2", "c1", 1, "b1 b2 a2 c1"},
+		{"pushed key already queued", 4, "a1 b1 a2 b2", "a3", 1, "b1 a2 b2 a3"},
+		{"one key only", 3, "a1 a2 a3", "a4", 1, "a2 a3 a4"},
+		{"frees an eighth of the limit", 16, "a1 a2 a3 a4 a5 a6 a7 a8 b1 b2 b3 b4 b5 b6 b7 b8", "c1", 2, "a3 a4 a5 a6 a7 a8 b1 b2 b3 b4 b5 b6 b7 b8 c1"},
 		{"single duplicate is enough", 5, "a1 b1 c1 d1 a2", "e1", 1, "b1 c1 d1 a2 e1"},
 		{"no coalescing below the limit", 5, "a1 a2 a3", "a4", 0, "a1 a2 a3 a4"},
 	}
@@ -400,7 +401,7 @@ func waitOrFail(t *testing.T, wg *sync.WaitGroup, d time.Duration) {
 // allocator), so a weak pointer to it tells whether it is still reachable.
 type payload struct {
 	key string
-	pad [64]byte
+	_   [64]byte // size only
 }
 
 func payloadKey(p *payload) string { return p.key }
@@ -438,8 +439,8 @@ func TestRemovedItemsAreNotRetained(t *testing.T) {
 		{"Filter, interleaved", "xkxkxk", func(q *coalesce.Queue[*payload]) {
 			q.Filter(func(p *payload) bool { return p.key == "k" })
 		}},
-		{"coalescing", "xxxxxk", func(q *coalesce.Queue[*payload]) {
-			// The older items of key x are coalesced away; the newest x
+		{"coalescing", "xxkkkk", func(q *coalesce.Queue[*payload]) {
+			// The older item of key x is coalesced away; the newest x
 			// (the last one pushed) stays and is not watched.
 			_, _ = q.Push(&payload{key: "k"})
 		}},
@@ -474,8 +475,8 @@ func TestDrainedQueueDoesNotHoldBurstMemory(t *testing.T) {
 	// not keep the burst's memory once it has caught up.
 	const n = 100_000
 	type big struct {
-		id  int
-		pad [56]byte
+		id int
+		_  [56]byte // size only
 	}
 	keys := make([]string, n)
 	for i := range keys {

@@ -32,7 +32,7 @@ type Config struct {
 	// bound the outbox keeps the latest event of each project. Default
 	// 10,000.
 	OutboxCapacity int
-	// BatchSize is the most events one Publish call carries. Default 256.
+	// BatchSize is the most events one Publish call carries. Default 64.
 	BatchSize int
 	// RetryMin and RetryMax bound the backoff between publish retries.
 	// Defaults 50ms and 5s.
@@ -71,7 +71,7 @@ func (c *Config) setDefaults() {
 		c.OutboxCapacity = 10_000
 	}
 	if c.BatchSize <= 0 {
-		c.BatchSize = 256
+		c.BatchSize = 64
 	}
 	if c.RetryMin <= 0 {
 		c.RetryMin = 50 * time.Millisecond

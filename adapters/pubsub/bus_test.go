@@ -27,6 +27,6 @@ func newInMemory(t *testing.T, cfg pubsub.Config) *pubsub.Bus {
 }
 
 func TestInMemoryContract(t *testing.T) {
-	pubsubtest.TestBus(t, pubsubtest.Features{Name: "memory", ManyEvents: 10_000, SlowSubscriberEvents: 4_000},
-		func(t *testing.T) pubsubtest.Bus { return newInMemory(t, pubsub.Config{InboxQueueSize: 1_000}) })
+	pubsubtest.TestBus(t, pubsubtest.Features{Name: "memory", ManyEvents: 10_000, SlowSubscriberEvents: 12_000},
+		func(t *testing.T) pubsubtest.Bus { return newInMemory(t, pubsub.Config{InboxQueueSize: 4_096}) })
 }

@@ -248,7 +248,7 @@ func testOrder(t *testing.T, f Features, bus Bus, prefix string) {
 		if _, ok := next[id]; !ok {
 			next[id] = slicesIndex(ids, id)
 		}
-		require.Equal(t, next[id], n, "project %s: event out of order", id)
+		require.Equal(t, next[id], n, "project %s: want event %d next (lower: reordered; higher: events lost)", id, next[id])
 		next[id] += len(ids)
 	}
 	got := <-singleSeq
@@ -293,7 +293,7 @@ func testConcurrentBroadcasters(t *testing.T, f Features, bus Bus, prefix string
 	next := map[string]int{}
 	for range broadcasters * per {
 		ev := receive(t, f, in, prefix)
-		require.Equal(t, next[ev.Project.ID], sequence(t, ev), "project %s out of order", ev.Project.ID)
+		require.Equal(t, next[ev.Project.ID], sequence(t, ev), "project %s: want the next event in order, none lost", ev.Project.ID)
 		next[ev.Project.ID]++
 	}
 	wg.Wait()
