@@ -74,7 +74,7 @@ func TestStalledClientIsEndedAndResumesWithoutGap(t *testing.T) {
 	t.Parallel()
 	const n = 2_000 // events, each about another project, about 1 KiB each
 	g := newSSEGatewayWith(t, pubsub.Config{OutboxCapacity: 2 * n, Hub: fanout.Config{History: 2 * n}},
-		httpapi.Config{QueueSize: 256, WriteTimeout: time.Second},
+		httpapi.Config{QueueSize: 256, WriteTimeout: 2 * time.Second},
 		func(l net.Listener) net.Listener { return smallBuffers{l} })
 
 	stalled := openStalled(t, g, "/events/projects?snapshot=false")
