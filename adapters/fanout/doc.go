@@ -9,7 +9,9 @@
 // keeps the latest event of each project (snapshots, GET /projects) and a
 // bounded history (Last-Event-ID resume). Registering a subscription and
 // computing its snapshot or replay happen atomically with delivery, so a
-// subscriber never misses nor repeats an event at the seam.
+// subscriber never misses nor repeats an event at the seam. The snapshot or
+// replay is held beside the subscription's queue, not in it, so it is
+// bounded by MaxProjects or History rather than by the queue.
 //
 // Each Subscription has a bounded queue that coalesces to the latest event
 // per project when it fills up (see package coalesce); a subscriber that

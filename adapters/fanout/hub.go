@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"errors"
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +33,19 @@ type Entry struct {
 	Event domain.Event
 	// Data is the envelope JSON, encoded once for everyone.
 	Data []byte
+
+	frameOnce sync.Once
+	frame     []byte
+}
+
+// Frame returns encode(e), computed by the first call and shared by every
+// later one, so that an adapter renders each event in its wire format (the
+// SSE gateway: "id:", "event:" and "data:" lines) once for all its clients
+// rather than once per client. Every caller must pass an equivalent encode;
+// the result must not be modified.
+func (e *Entry) Frame(encode func(*Entry) []byte) []byte {
+	e.frameOnce.Do(func() { e.frame = encode(e) })
+	return e.frame
 }
 
 // ProjectID returns the id of the project the entry is about.
@@ -233,9 +245,15 @@ type SubscribeOptions struct {
 	LastEventID string
 }
 
-// Subscribe registers a subscription and queues its snapshot or replay,
-// atomically with respect to Dispatch: every event dispatched after it
-// returns is queued for it live, and no event is both replayed and live.
+// Subscribe registers a subscription and computes its backlog (the snapshot
+// or the replay), atomically with respect to Dispatch: every event
+// dispatched after it returns is queued for it live, and no event is both
+// in the backlog and live.
+//
+// The backlog is held apart from the bounded queue: it is a list of shared
+// entries, at most MaxProjects (a snapshot) or History (a replay) of them,
+// so a dashboard of more projects than QueueSize, or a resume across a
+// long gap, still gets everything. Take returns it first.
 func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 	s := &Subscription{
 		hub:    h,
@@ -267,11 +285,8 @@ func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 	if !s.resumed && opts.Snapshot {
 		backlog = h.snapshotLocked(s)
 	}
-	for _, e := range backlog {
-		// A backlog longer than the queue coalesces like live events do.
-		if _, err := s.queue.Push(e); err != nil {
-			return nil, fmt.Errorf("backlog of %d events does not fit a queue of %d: %w", len(backlog), size, ErrSlowSubscriber)
-		}
+	if len(backlog) > 0 {
+		s.backlog.Store(&backlog)
 	}
 	for t := range s.topics {
 		h.indexLocked(s, t)

@@ -386,28 +386,51 @@ func TestResumeBeforeHistoryWraps(t *testing.T) {
 	assert.Equal(t, "a2", take(s))
 }
 
+// The backlog (snapshot or replay) is held beside the bounded queue, not
+// in it: a dashboard of more projects than the queue bound, or a resume
+// across more events than it, gets all of it. Only live events are bounded.
 func TestBacklogLargerThanQueue(t *testing.T) {
 	h := fanout.NewHub(fanout.Config{})
 	defer h.Close()
 	dispatch(t, h, "a1 b1 c1 d1 e1")
 
-	// Distinct projects cannot coalesce: the subscription cannot start.
-	_, err := h.Subscribe(fanout.SubscribeOptions{
+	s := subscribe(t, h, fanout.SubscribeOptions{
 		Topics: []domain.Topic{domain.AllProjects}, Snapshot: true, QueueSize: 3,
 	})
-	require.ErrorIs(t, err, fanout.ErrSlowSubscriber)
-	// The failed subscription holds no place in the hub.
-	dispatch(t, h, "a2")
+	assert.Equal(t, 5, s.Pending())
+	select {
+	case <-s.Ready():
+	default:
+		require.Fail(t, "a pending backlog makes Ready fire at once")
+	}
+	assert.Equal(t, "a1 b1 c1 d1 e1", take(s), "the whole snapshot, in order")
+	assert.Equal(t, 0, s.Pending())
 
-	// A replay of few projects coalesces to their latest events.
+	// A replay is not coalesced either: every missed event, in order.
 	h2 := fanout.NewHub(fanout.Config{})
 	defer h2.Close()
 	entries := dispatch(t, h2, "a1 a2 b1 a3 b2 a4 b3")
-	s := subscribe(t, h2, fanout.SubscribeOptions{
+	s2 := subscribe(t, h2, fanout.SubscribeOptions{
 		Topics: []domain.Topic{domain.AllProjects}, LastEventID: entries[0].ID, QueueSize: 4,
 	})
-	got := take(s)
-	assert.True(t, strings.HasSuffix(got, "a4 b3"), "latest per project survives: %s", got)
+	assert.True(t, s2.Resumed())
+	assert.Equal(t, "a2 b1 a3 b2 a4 b3", take(s2))
+
+	// Live events after the backlog are bounded by the queue as usual.
+	dispatch(t, h2, "p1:1 p2:1 p3:1 p4:1 p5:1 p6:1")
+	assert.True(t, isDone(s2), "live events of distinct projects beyond the bound end it")
+	assert.ErrorIs(t, s2.Err(), fanout.ErrSlowSubscriber)
+}
+
+// Removing a topic drops the backlog entries that no longer match, like
+// queued ones.
+func TestRemoveFiltersTheBacklog(t *testing.T) {
+	h := fanout.NewHub(fanout.Config{})
+	defer h.Close()
+	dispatch(t, h, "a1 b1 c1")
+	s := subscribe(t, h, fanout.SubscribeOptions{Topics: []domain.Topic{pt("a"), pt("b"), pt("c")}, Snapshot: true})
+	s.Remove(pt("b"))
+	assert.Equal(t, "a1 c1", take(s))
 }
 
 func TestSlowSubscriberIsEnded(t *testing.T) {

@@ -1,6 +1,9 @@
 package fanout
 
 import (
+	"slices"
+	"sync/atomic"
+
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/coalesce"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
@@ -14,6 +17,9 @@ type Subscription struct {
 	queue   *coalesce.Queue[*Entry]
 	done    chan struct{}
 	resumed bool
+	// backlog is the snapshot or replay computed by Subscribe, until Take
+	// takes it. It is not bounded by the queue (see Hub.Subscribe).
+	backlog atomic.Pointer[[]*Entry]
 
 	// Guarded by hub.mu.
 	topics   map[domain.Topic]struct{}
@@ -25,8 +31,20 @@ func newEntryQueue(size int) *coalesce.Queue[*Entry] {
 	return coalesce.New(size, (*Entry).ProjectID)
 }
 
-// Ready has a value when entries may be queued.
-func (s *Subscription) Ready() <-chan struct{} { return s.queue.Ready() }
+// closedChan is always ready to receive from.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// Ready returns a channel that has a value when entries may be queued: at
+// once while the backlog (snapshot or replay) has not been taken, then
+// whenever live entries arrive. Call it afresh for every wait (as a select
+// case does) and Take after each receive; a receive may find nothing to
+// take, so consumers loop.
+func (s *Subscription) Ready() <-chan struct{} {
+	if s.backlog.Load() != nil {
+		return closedChan
+	}
+	return s.queue.Ready()
+}
 
 // Done is closed when the subscription has ended; Err says why.
 func (s *Subscription) Done() <-chan struct{} { return s.done }
@@ -43,11 +61,23 @@ func (s *Subscription) Err() error {
 // SubscribeOptions.LastEventID (rather than given a snapshot or nothing).
 func (s *Subscription) Resumed() bool { return s.resumed }
 
-// Take appends every queued entry to dst, in order, and returns it.
-func (s *Subscription) Take(dst []*Entry) []*Entry { return s.queue.Take(dst, 0) }
+// Take appends the backlog, the first time, and then every queued entry to
+// dst, in order, and returns it.
+func (s *Subscription) Take(dst []*Entry) []*Entry {
+	if b := s.backlog.Swap(nil); b != nil {
+		dst = append(dst, *b...)
+	}
+	return s.queue.Take(dst, 0)
+}
 
-// Pending returns the number of queued entries.
-func (s *Subscription) Pending() int { return s.queue.Len() }
+// Pending returns the number of entries waiting to be taken.
+func (s *Subscription) Pending() int {
+	n := s.queue.Len()
+	if b := s.backlog.Load(); b != nil {
+		n += len(*b)
+	}
+	return n
+}
 
 // Add selects one more topic. Adding a selected topic does nothing.
 func (s *Subscription) Add(t domain.Topic) error {
@@ -68,8 +98,8 @@ func (s *Subscription) Add(t domain.Topic) error {
 	return nil
 }
 
-// Remove stops selecting t and drops the queued entries that no longer
-// match any selected topic. Removing a topic that is not selected does
+// Remove stops selecting t and drops the queued entries (backlog included)
+// that no longer match any selected topic. Removing a topic that is not selected does
 // nothing.
 func (s *Subscription) Remove(t domain.Topic) {
 	h := s.hub
@@ -80,7 +110,12 @@ func (s *Subscription) Remove(t domain.Topic) {
 	}
 	delete(s.topics, t)
 	h.unindexLocked(s, t)
-	s.queue.Filter(func(e *Entry) bool { return s.selectsLocked(e.ProjectID()) })
+	keep := func(e *Entry) bool { return s.selectsLocked(e.ProjectID()) }
+	s.queue.Filter(keep)
+	if b := s.backlog.Load(); b != nil {
+		kept := slices.DeleteFunc(slices.Clone(*b), func(e *Entry) bool { return !keep(e) })
+		s.backlog.CompareAndSwap(b, &kept) // fails only if Take took it meanwhile
+	}
 }
 
 // Selects reports whether an event of projectID matches a selected topic.

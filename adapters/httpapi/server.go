@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -89,10 +88,12 @@ type Server struct {
 	hub         *fanout.Hub
 	log         *slog.Logger
 	handler     http.Handler
+	retryLine   []byte // "retry: <ms>\n\n", the start of every stream
 
-	streams   atomic.Int64 // open streams, for MaxClients
-	closing   chan struct{}
-	closeOnce sync.Once
+	streams atomic.Int64 // open streams, for MaxClients
+	// closing is done once CloseStreams was called.
+	closing      context.Context
+	closeStreams context.CancelFunc
 }
 
 // New returns the HTTP API: POST /events broadcasts through broadcaster,
@@ -102,7 +103,14 @@ func New(cfg Config, broadcaster domain.StatusBroadcaster, hub *fanout.Hub, logg
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, broadcaster: broadcaster, hub: hub, log: logger, closing: make(chan struct{})}
+	s := &Server{
+		cfg:         cfg,
+		broadcaster: broadcaster,
+		hub:         hub,
+		log:         logger,
+		retryLine:   []byte("retry: " + strconv.FormatInt(cfg.Retry.Milliseconds(), 10) + "\n\n"),
+	}
+	s.closing, s.closeStreams = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /events", s.postEvent)
 	mux.HandleFunc("GET /events", s.streamSelected)
@@ -122,8 +130,11 @@ func New(cfg Config, broadcaster domain.StatusBroadcaster, hub *fanout.Hub, logg
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 // CloseStreams ends every open stream and refuses new ones with 503, so
-// that clients reconnect elsewhere. It is idempotent.
-func (s *Server) CloseStreams() { s.closeOnce.Do(func() { close(s.closing) }) }
+// that clients reconnect elsewhere. A stream that is blocked writing to a
+// client that does not read gets at most a second more (or WriteTimeout,
+// if shorter), so a stalled client cannot hold up a shutdown. It is
+// idempotent and does not wait.
+func (s *Server) CloseStreams() { s.closeStreams() }
 
 // OpenStreams returns the number of open streams.
 func (s *Server) OpenStreams() int { return int(s.streams.Load()) }

@@ -2,9 +2,11 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/fanout"
@@ -70,7 +72,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 		lastID = r.URL.Query().Get("lastEventId")
 	}
 	select {
-	case <-s.closing:
+	case <-s.closing.Done():
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "server is shutting down")
 		return
@@ -105,31 +107,46 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	if r.ProtoMajor == 1 {
-		h.Set("Connection", "keep-alive")
+		// Close the connection when the stream ends rather than keep it
+		// alive for another request: that request would inherit the
+		// stream's last write deadline. EventSource opens a new
+		// connection to resume anyway. (Still chunked, so a clean end is
+		// distinguishable from a cut one. HTTP/2 forbids the header.)
+		h.Set("Connection", "close")
 	}
 	w.WriteHeader(http.StatusOK)
 
 	st := &sseWriter{rc: http.NewResponseController(w), w: w, timeout: s.cfg.WriteTimeout}
-	st.buf.WriteString("retry: " + strconv.FormatInt(s.cfg.Retry.Milliseconds(), 10) + "\n\n")
-	if err := st.flush(); err != nil {
+	stopCut := context.AfterFunc(s.closing, st.cut)
+	defer stopCut()
+	defer st.finish()
+	// The first write carries the retry hint and the whole backlog
+	// (snapshot or replay), as far as writeChunk allows.
+	batch := sub.Take(nil)
+	if err := st.write(s.retryLine, batch); err != nil {
 		return
 	}
+	clear(batch)
 
 	heartbeat := time.NewTimer(s.cfg.Heartbeat)
 	defer heartbeat.Stop()
-	var batch []*fanout.Entry
 	for {
 		select {
 		case <-sub.Ready():
 			batch = sub.Take(batch[:0])
-			if err := st.events(batch); err != nil {
-				s.log.Debug("stream write failed; client will resume", "error", err, "remote", r.RemoteAddr)
+			if len(batch) == 0 {
+				continue // a spurious wake-up: keep the heartbeat timer running
+			}
+			if err := st.write(nil, batch); err != nil {
+				s.log.Debug("stream write failed; the client will resume", "error", err, "remote", r.RemoteAddr)
 				return
 			}
 			clear(batch)
+			if cap(batch) > maxKeptBatch {
+				batch = nil // a burst is over: do not keep its array per idle stream
+			}
 		case <-heartbeat.C:
-			st.buf.WriteString(": heartbeat\n\n")
-			if err := st.flush(); err != nil {
+			if err := st.write(heartbeatLine, nil); err != nil {
 				return
 			}
 		case <-sub.Done():
@@ -137,58 +154,131 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 			// the stream; EventSource reconnects and resumes from its
 			// last id.
 			if errors.Is(sub.Err(), fanout.ErrSlowSubscriber) {
-				s.log.Info("ending a stream that fell behind", "remote", r.RemoteAddr)
+				s.log.Info("ending a stream that fell behind; it will resume", "remote", r.RemoteAddr)
 			}
 			return
 		case <-r.Context().Done():
 			return
-		case <-s.closing:
+		case <-s.closing.Done():
 			return
 		}
 		heartbeat.Reset(s.cfg.Heartbeat)
 	}
 }
 
-// sseWriter writes Server-Sent Events frames with a deadline per write.
+// heartbeatLine is the SSE comment an idle stream gets every Heartbeat.
+var heartbeatLine = []byte(": heartbeat\n\n")
+
+// maxKeptBatch is the largest batch array a stream keeps between writes.
+const maxKeptBatch = 256
+
+// sseHead renders the fields of an entry's Server-Sent Events frame that
+// come before its data: "id: <id>\nevent: <type>\ndata: ". The data is
+// the envelope JSON that the codec encoded once for everyone (one line by
+// construction: encoding/json escapes control characters), and a blank
+// line ends the frame. Only the head is kept per entry (see
+// fanout.Entry.Frame), about 45 bytes, rather than a second copy of the
+// envelope for every event in the history.
+func sseHead(e *fanout.Entry) []byte {
+	b := make([]byte, 0, len("id: \nevent: \ndata: ")+len(e.ID)+len(e.Event.Type))
+	b = append(b, "id: "...)
+	b = append(b, e.ID...)
+	b = append(b, "\nevent: "...)
+	b = append(b, e.Event.Type...)
+	return append(b, "\ndata: "...)
+}
+
+// bufPool holds the buffers streams gather frames in. A stream borrows one
+// only while it writes, so an idle stream holds none.
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// sseWriter writes Server-Sent Events to one client, with a deadline per
+// write.
 type sseWriter struct {
 	rc      *http.ResponseController
 	w       http.ResponseWriter
 	timeout time.Duration
-	buf     bytes.Buffer
+
+	mu       sync.Mutex // guards deadlines against cut, which runs on another goroutine
+	ending   bool       // cut was called: deadlines are short from now on
+	finished bool       // the handler is returning: leave the deadline alone
 }
 
-// events writes entries as frames, in as few writes as writeChunk allows.
-func (st *sseWriter) events(entries []*fanout.Entry) error {
+// endGrace bounds how long ending a stream may wait for its client: the
+// last write when the server shuts down, the closing chunk.
+const endGrace = time.Second
+
+// write sends prefix and the frames of entries in as few writes as
+// writeChunk allows: every event queued for a client since its last write
+// goes out together. Nothing is encoded per client: the envelope JSON and
+// the frame head are built once per event and shared by all streams; a
+// stream only copies them into its write buffer.
+func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) error {
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 2*writeChunk {
+			buf.Reset()
+			bufPool.Put(buf)
+		}
+	}()
+	buf.Write(prefix)
 	for _, e := range entries {
-		st.buf.WriteString("id: ")
-		st.buf.WriteString(e.ID)
-		st.buf.WriteString("\nevent: ")
-		st.buf.WriteString(string(e.Event.Type))
-		st.buf.WriteString("\ndata: ")
-		st.buf.Write(e.Data)
-		st.buf.WriteString("\n\n")
-		if st.buf.Len() >= writeChunk {
-			if err := st.flush(); err != nil {
+		buf.Write(e.Frame(sseHead))
+		buf.Write(e.Data)
+		buf.WriteString("\n\n")
+		if buf.Len() >= writeChunk {
+			if err := st.send(buf.Bytes()); err != nil {
 				return err
 			}
+			buf.Reset()
 		}
 	}
-	if st.buf.Len() == 0 {
+	if buf.Len() == 0 {
 		return nil
 	}
-	return st.flush()
+	return st.send(buf.Bytes())
 }
 
-// flush writes the buffer to the client and flushes it through, within the
-// write deadline.
-func (st *sseWriter) flush() error {
-	if err := st.rc.SetWriteDeadline(time.Now().Add(st.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+// send writes p to the client and flushes it through, within the write
+// deadline.
+func (st *sseWriter) send(p []byte) error {
+	st.mu.Lock()
+	timeout := st.timeout
+	if st.ending {
+		timeout = min(timeout, endGrace)
+	}
+	err := st.rc.SetWriteDeadline(time.Now().Add(timeout))
+	st.mu.Unlock()
+	if err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}
-	_, err := st.w.Write(st.buf.Bytes())
-	st.buf.Reset()
-	if err != nil {
+	if _, err := st.w.Write(p); err != nil {
 		return err
 	}
 	return st.rc.Flush()
+}
+
+// cut shortens the deadline of a write in progress when the server closes
+// its streams: a client that does not read cannot hold up a shutdown for a
+// whole WriteTimeout. A healthy client takes its write well within
+// endGrace.
+func (st *sseWriter) cut() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.finished {
+		return
+	}
+	st.ending = true
+	_ = st.rc.SetWriteDeadline(time.Now().Add(min(st.timeout, endGrace)))
+}
+
+// finish gives the server a fresh, short deadline to end the response: the
+// last deadline set may have passed while the stream was idle, and the
+// closing chunk must still go out so that the client sees a clean end of
+// stream; a client that does not read gets no longer than endGrace.
+func (st *sseWriter) finish() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.finished = true
+	_ = st.rc.SetWriteDeadline(time.Now().Add(min(st.timeout, endGrace)))
 }
