@@ -63,7 +63,9 @@ type KafkaConfig struct {
 	//
 	// A name makes the Bus a member of that consumer group: the group's
 	// members share the partitions and the group's committed offsets
-	// survive restarts — what a backend consumer needs.
+	// survive restarts — what a backend consumer needs. Such a Bus
+	// delivers (and so commits) nothing before one of its inboxes first
+	// subscribes (Config.HoldUntilSubscribed).
 	ConsumerGroup string
 	// InitialOffset is where reading starts when there is no committed
 	// offset (always, in gateway mode). Default OffsetNewest.
@@ -273,6 +275,11 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 	probe := newBrokerProbe(kcfg)
 	offsets := newOffsetTracker()
 
+	if kcfg.ConsumerGroup != "" {
+		// The group commits what the Bus acknowledges: nothing may go by
+		// before the backend's first inbox subscribes.
+		cfg.HoldUntilSubscribed = true
+	}
 	userDedupe, userReady := cfg.Dedupe, cfg.Ready
 	cfg.Dedupe = func(msg *message.Message) bool {
 		if offsets.seen(msg) {

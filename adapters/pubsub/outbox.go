@@ -235,6 +235,7 @@ func (o *outbox) close(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
+	inFlight := o.inFlight.Load() // before the abort ends the attempt
 	o.mu.Lock()
 	select {
 	case <-o.abort:
@@ -244,7 +245,7 @@ func (o *outbox) close(ctx context.Context) error {
 	o.mu.Unlock()
 	left := o.queue.Take(nil, 0)
 	o.metrics.Dropped("closed", len(left))
-	if n := o.inFlight.Load(); n > 0 {
+	if n := inFlight; n > 0 {
 		return fmt.Errorf("outbox: %d queued events not published before the deadline, and %d still being published: %w", len(left), n, ctx.Err())
 	}
 	return fmt.Errorf("outbox: %d queued events not published before the deadline: %w", len(left), ctx.Err())
