@@ -223,9 +223,10 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 // Publishing: one record per event, key = project id (so every event of a
 // project lands on one partition, in order), value = the envelope JSON
 // (the bytes SSE clients receive), headers = the codec metadata plus the
-// CloudEvents Kafka binding (ce_*). The outbox publishes in batches of up
-// to cfg.BatchSize records per produce round trip, acknowledged by all
-// in-sync replicas, by an idempotent producer.
+// CloudEvents Kafka binding (ce_*). The outbox's batches (cfg.BatchSize)
+// go out in one produce round trip each — in waves of one record per
+// project, so that a failure part way never reorders a project's events —
+// acknowledged by all in-sync replicas, from an idempotent producer.
 //
 // Consuming: see KafkaConfig.ConsumerGroup. Records that are not valid
 // events are logged, counted and skipped. Records this Bus has already
