@@ -123,6 +123,9 @@ func (q *Queue[T]) coalesceLocked(target int) int {
 	return dropped
 }
 
+// reuseItems is the largest backing array a drained queue keeps.
+const reuseItems = 256
+
 // Take removes and returns up to max items from the front (all of them
 // when max <= 0), appended to dst.
 func (q *Queue[T]) Take(dst []T, max int) []T {
@@ -137,9 +140,16 @@ func (q *Queue[T]) Take(dst []T, max int) []T {
 		q.forgetLocked(item)
 	}
 	if n == len(q.items) {
-		// Start afresh rather than keep a large backing array (or a map
-		// grown by a burst of many keys) alive.
-		q.items = nil
+		// Reuse a small backing array (a consumer that keeps up drains a
+		// few items at a time: no allocation per drain), but start afresh
+		// rather than keep a large one (or a map grown by a burst of many
+		// keys) alive.
+		if cap(q.items) <= reuseItems {
+			clear(q.items)
+			q.items = q.items[:0]
+		} else {
+			q.items = nil
+		}
 		if q.peakKeys > shrinkKeys {
 			q.counts = make(map[string]int)
 		}

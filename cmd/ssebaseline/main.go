@@ -4,10 +4,10 @@
 // another client reads them all. Each implementation runs in a fresh child
 // process of this program, so that its goroutines and memory are its own.
 //
-//	cd bench/ssebaseline && go run . -events 50000
+//	go run ./cmd/ssebaseline -events 50000
 //
-// It lives in a module of its own so that watermill-http (and go-chi) do
-// not become dependencies of statusbroadcaster.
+// This is where statusbroadcaster uses watermill-http/v2: as the measured
+// baseline that the gateway is held against (see the README).
 package main
 
 import (
