@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 )
@@ -256,7 +255,7 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 		cfg.RetryMax = time.Second
 	}
 	logger = logger.With("kafka_topic", kcfg.Topic)
-	wlog := watermill.NewSlogLogger(logger)
+	wlog := watermillLogger(logger)
 
 	inner, err := kafka.NewSubscriber(kafka.SubscriberConfig{
 		Brokers:               kcfg.Brokers,
