@@ -57,6 +57,12 @@ type Config struct {
 	// Ready, when set, is part of the readiness check: the Bus is ready
 	// when its router runs and Ready returns nil (Kafka: a broker answers).
 	Ready func(context.Context) error
+	// HoldUntilSubscribed holds every message back, unacknowledged, until
+	// an inbox of this Bus subscribes to a topic for the first time. A
+	// consumer of a durable log that commits what it acknowledges (a Kafka
+	// consumer group) must not let events go by before its subscriber is
+	// there. NewKafka sets it for a named consumer group.
+	HoldUntilSubscribed bool
 	// CloseTimeout bounds how long closing the router may take. Default 5s.
 	CloseTimeout time.Duration
 }
@@ -120,6 +126,7 @@ type Bus struct {
 	closeOnce  sync.Once
 	closeErr   error
 	closed     chan struct{}
+	hold       hold // see Config.HoldUntilSubscribed
 }
 
 var (
@@ -154,6 +161,7 @@ func New(cfg Config, pub message.Publisher, sub message.Subscriber, logger *slog
 		router:     router,
 		routerDone: make(chan struct{}),
 		closed:     make(chan struct{}),
+		hold:       newHold(cfg.HoldUntilSubscribed),
 	}
 	router.AddConsumerHandler("statusbroadcaster.fanout", cfg.Topic, sub, b.handle)
 	b.outbox = newOutbox(cfg, pub, router.Running(), logger, cfg.Metrics)
@@ -195,6 +203,9 @@ func watermillLogger(logger *slog.Logger) watermill.LoggerAdapter {
 // A bad message is logged, counted and acknowledged, so it never stops the
 // stream.
 func (b *Bus) handle(msg *message.Message) error {
+	if err := b.hold.wait(b.closed); err != nil {
+		return err // not acknowledged: redelivered to whoever consumes next
+	}
 	if b.cfg.Dedupe != nil && b.cfg.Dedupe(msg) {
 		b.cfg.Metrics.DuplicateMessage()
 		return nil
@@ -243,7 +254,11 @@ func (b *Bus) Broadcast(ev domain.Event) error {
 
 // NewInbox returns a subscriber with no topics; see fanout.Inbox.
 func (b *Bus) NewInbox() (ports.Inbox, error) {
-	return b.hub.NewInbox(b.cfg.InboxQueueSize)
+	in, err := b.hub.NewInbox(b.cfg.InboxQueueSize)
+	if err != nil {
+		return nil, err
+	}
+	return b.hold.wrap(in), nil
 }
 
 // Hub returns the fan-out hub, for adapters that subscribe with snapshots

@@ -12,7 +12,17 @@ import (
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// Sarama's metrics library starts one ticker goroutine per process,
+		// on first use, and never stops it: a singleton, not a leak per Bus.
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
+		// A Sarama producer whose circuit breaker opened (broker down)
+		// leaves a goroutine sleeping out the breaker's 10s timeout, even
+		// after it is closed.
+		goleak.IgnoreTopFunction("github.com/eapache/go-resiliency/breaker.(*Breaker).timer"),
+	)
+}
 
 func newInMemory(t *testing.T, cfg pubsub.Config) *pubsub.Bus {
 	t.Helper()

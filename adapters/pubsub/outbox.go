@@ -30,6 +30,8 @@ type outbox struct {
 	// when none is pending); failing is set while a batch is being retried.
 	publishStart atomic.Int64
 	failing      atomic.Bool
+	// inFlight is the size of the batch being published (0 when none).
+	inFlight atomic.Int64
 
 	mu       sync.Mutex
 	closed   bool
@@ -183,6 +185,8 @@ func (o *outbox) run() {
 func (o *outbox) publish(batch []*message.Message) bool {
 	backoff := o.cfg.RetryMin
 	var failingSince time.Time
+	o.inFlight.Store(int64(len(batch)))
+	defer o.inFlight.Store(0)
 	defer o.failing.Store(false)
 	for attempt := 1; ; attempt++ {
 		o.publishStart.Store(time.Now().UnixNano())
@@ -231,6 +235,7 @@ func (o *outbox) close(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
+	inFlight := o.inFlight.Load() // before the abort ends the attempt
 	o.mu.Lock()
 	select {
 	case <-o.abort:
@@ -240,5 +245,8 @@ func (o *outbox) close(ctx context.Context) error {
 	o.mu.Unlock()
 	left := o.queue.Take(nil, 0)
 	o.metrics.Dropped("closed", len(left))
+	if n := inFlight; n > 0 {
+		return fmt.Errorf("outbox: %d queued events not published before the deadline, and %d still being published: %w", len(left), n, ctx.Err())
+	}
 	return fmt.Errorf("outbox: %d queued events not published before the deadline: %w", len(left), ctx.Err())
 }

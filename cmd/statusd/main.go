@@ -61,6 +61,7 @@ type config struct {
 	writeTimeout time.Duration
 	logLevel     slog.Level
 	shutdown     time.Duration
+	kafka        kafkaFlags
 }
 
 // parseConfig reads flags from args, each defaulting to the environment
@@ -80,6 +81,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "deadline of each write to a stream; a client that misses it is disconnected and resumes")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN or ERROR")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 4*time.Second, "how long a clean shutdown may take")
+	c.kafka.register(fs)
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -106,6 +108,11 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 		return c, errors.New("durations must be positive")
 	case c.history <= 0, c.maxClients <= 0, c.maxProjects <= 0, c.queueSize <= 0:
 		return c, errors.New("sizes must be positive")
+	}
+	if c.pubsub == "kafka" {
+		if _, err := c.kafka.config(); err != nil {
+			return c, err
+		}
 	}
 	return c, nil
 }
@@ -135,7 +142,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	case "memory":
 		bus, err = pubsub.NewInMemory(busCfg, logger)
 	case "kafka":
-		err = errors.New("kafka pub/sub not supported yet")
+		var kc pubsub.KafkaConfig
+		if kc, err = cfg.kafka.config(); err == nil {
+			bus, err = pubsub.NewKafka(busCfg, kc, logger)
+		}
 	}
 	if err != nil {
 		return err

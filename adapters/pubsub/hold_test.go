@@ -1,0 +1,50 @@
+package pubsub_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
+)
+
+// A Bus that holds until subscribed (a Kafka consumer group) lets no event
+// go by before its first inbox subscribes, however long that takes.
+func TestHoldUntilSubscribedDeliversEverythingToTheFirstInbox(t *testing.T) {
+	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, nil)
+	bus, err := pubsub.New(pubsub.Config{HoldUntilSubscribed: true}, ch, ch, nil)
+	require.NoError(t, err)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, bus.Close(ctx))
+	}()
+	for n := range 5 {
+		require.NoError(t, bus.BroadcastProjectUpdate(testProject("held-1", n)))
+	}
+	in, err := bus.NewInbox()
+	require.NoError(t, err)
+	defer in.Close()
+	time.Sleep(200 * time.Millisecond) // an inbox without topics does not release the hold
+	_, dispatched := bus.Hub().Latest("held-1")
+	assert.False(t, dispatched, "nothing is dispatched before an inbox subscribes")
+
+	require.NoError(t, in.SubscribeToProject("held-1"))
+	for n := range 5 {
+		assert.Equal(t, testProject("held-1", n), nextEvent(t, in, 5*time.Second).Project)
+	}
+}
+
+func TestHoldingBusClosesWithoutSubscriber(t *testing.T) {
+	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, nil)
+	bus, err := pubsub.New(pubsub.Config{HoldUntilSubscribed: true}, ch, ch, nil)
+	require.NoError(t, err)
+	require.NoError(t, bus.BroadcastProjectUpdate(testProject("held-2", 1)))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	assert.Error(t, bus.Close(ctx), "the held event was never delivered, and Close says so")
+}

@@ -1,0 +1,309 @@
+package pubsub
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// InitialOffset says where a consumer without a committed offset starts
+// reading a partition.
+type InitialOffset string
+
+// The initial offsets a KafkaConfig accepts.
+const (
+	// OffsetNewest reads only what is published after the consumer
+	// starts: a gateway's clients want live updates.
+	OffsetNewest InitialOffset = "newest"
+	// OffsetOldest reads the partition from its first retained record. A
+	// gateway uses it to rebuild its latest-state cache at start (with a
+	// compacted topic that is one record per project); a backend consumer
+	// uses it to see every event the first time its group runs.
+	OffsetOldest InitialOffset = "oldest"
+)
+
+// DefaultKafkaVersion is the Kafka protocol version spoken unless
+// KafkaConfig.Version says otherwise. Kafka 4 brokers need at least 2.1.
+const DefaultKafkaVersion = "2.8.0"
+
+// SASLConfig holds SASL/PLAIN credentials. Use it together with TLS: PLAIN
+// sends the password as it is.
+type SASLConfig struct {
+	// User and Password authenticate the client.
+	User, Password string
+}
+
+// KafkaConfig configures the Kafka side of a Bus made by NewKafka. Zero
+// values take the defaults.
+type KafkaConfig struct {
+	// Brokers are the bootstrap brokers, "host:port". Required.
+	Brokers []string
+	// Topic is the Kafka topic every event travels on. Default: the Bus
+	// Config's Topic, which defaults to DefaultTopic. The topic must exist
+	// (it is not created automatically); see docs/kafka.md for the
+	// recommended settings (cleanup.policy=compact, several partitions).
+	Topic string
+	// ClientID names this process to the brokers (logs, quotas). Default
+	// "statusbroadcaster".
+	ClientID string
+	// ConsumerGroup selects how this Bus consumes the topic.
+	//
+	// Empty (the default) is gateway mode: the Bus reads every partition
+	// itself, with no consumer group, so every instance sees every event —
+	// what an SSE gateway behind a load balancer needs.
+	//
+	// A name makes the Bus a member of that consumer group: the group's
+	// members share the partitions and the group's committed offsets
+	// survive restarts — what a backend consumer needs. Such a Bus
+	// delivers (and so commits) nothing before one of its inboxes first
+	// subscribes (Config.HoldUntilSubscribed).
+	ConsumerGroup string
+	// InitialOffset is where reading starts when there is no committed
+	// offset (always, in gateway mode). Default OffsetNewest.
+	InitialOffset InitialOffset
+	// Version is the Kafka protocol version to speak, such as "3.6.0".
+	// Default DefaultKafkaVersion.
+	Version string
+	// TLS, when set, encrypts the connections to the brokers.
+	TLS *tls.Config
+	// SASL, when set, authenticates with SASL/PLAIN.
+	SASL *SASLConfig
+	// DialTimeout bounds connecting to a broker and each network round
+	// trip. Default 10s.
+	DialTimeout time.Duration
+	// ReconnectBackoff is the wait between attempts to reach the brokers
+	// again after they became unreachable (consumer side; the producer
+	// side is retried by the outbox). Default 1s.
+	ReconnectBackoff time.Duration
+}
+
+func (k *KafkaConfig) setDefaults(busTopic string) {
+	if k.Topic == "" {
+		k.Topic = busTopic
+	}
+	if k.Topic == "" {
+		k.Topic = DefaultTopic
+	}
+	if k.ClientID == "" {
+		k.ClientID = "statusbroadcaster"
+	}
+	if k.InitialOffset == "" {
+		k.InitialOffset = OffsetNewest
+	}
+	if k.Version == "" {
+		k.Version = DefaultKafkaVersion
+	}
+	if k.DialTimeout <= 0 {
+		k.DialTimeout = 10 * time.Second
+	}
+	if k.ReconnectBackoff <= 0 {
+		k.ReconnectBackoff = time.Second
+	}
+}
+
+// Validate reports a configuration that cannot work, once the defaults
+// are applied.
+func (k KafkaConfig) Validate() error {
+	k.setDefaults("")
+	if len(k.Brokers) == 0 {
+		return errors.New("kafka: at least one broker is required")
+	}
+	for _, b := range k.Brokers {
+		if b == "" || !strings.Contains(b, ":") {
+			return fmt.Errorf("kafka: broker %q is not host:port", b)
+		}
+	}
+	if !topicPattern.MatchString(k.Topic) {
+		return fmt.Errorf("kafka: topic %q must be 1-249 characters of [a-z0-9._-]", k.Topic)
+	}
+	switch k.InitialOffset {
+	case OffsetNewest, OffsetOldest:
+	default:
+		return fmt.Errorf("kafka: initial offset %q is neither %q nor %q", k.InitialOffset, OffsetNewest, OffsetOldest)
+	}
+	if _, err := sarama.ParseKafkaVersion(k.Version); err != nil {
+		return fmt.Errorf("kafka: version: %w", err)
+	}
+	if k.SASL != nil && k.SASL.User == "" {
+		return errors.New("kafka: SASL needs a user")
+	}
+	for _, role := range []saramaRole{roleProducer, roleConsumer} {
+		if err := k.sarama(role).Validate(); err != nil {
+			return err // "kafka: invalid configuration (…)"
+		}
+	}
+	return nil
+}
+
+// saramaRole says which client a Sarama config is for: the producer needs
+// settings (one request in flight) that would slow the consumer down.
+type saramaRole int
+
+const (
+	roleProducer saramaRole = iota
+	roleConsumer
+	roleProbe
+)
+
+// sarama returns a fresh Sarama config for role. Each client gets its own:
+// a config carries a metrics registry that must not be shared.
+func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
+	c := sarama.NewConfig()
+	c.ClientID = k.ClientID
+	c.Version, _ = sarama.ParseKafkaVersion(k.Version) // checked by Validate
+	c.Net.DialTimeout = k.DialTimeout
+	c.Net.ReadTimeout = max(k.DialTimeout, 10*time.Second)
+	c.Net.WriteTimeout = k.DialTimeout
+	if k.TLS != nil {
+		c.Net.TLS.Enable = true
+		c.Net.TLS.Config = k.TLS
+	}
+	if k.SASL != nil {
+		c.Net.SASL.Enable = true
+		c.Net.SASL.Mechanism = sarama.SASLTypePlaintext
+		c.Net.SASL.User = k.SASL.User
+		c.Net.SASL.Password = k.SASL.Password
+	}
+	// The topic is created deliberately, with the right partitions and
+	// cleanup policy; a typo must not create a new one.
+	c.Metadata.AllowAutoTopicCreation = false
+
+	switch role {
+	case roleProducer:
+		// Acknowledged by every in-sync replica, written once even when a
+		// request is retried, in order per partition.
+		c.Producer.RequiredAcks = sarama.WaitForAll
+		c.Producer.Idempotent = true
+		c.Net.MaxOpenRequests = 1
+		c.Producer.Retry.Max = 5
+		c.Producer.Return.Successes = true
+		c.Producer.Return.Errors = true
+		// Every event of a project lands on one partition: the key is the
+		// project id, hashed with murmur2 like the Java client (and
+		// franz-go), so records another producer writes for a project land
+		// on the same partition as ours. Sarama's default (FNV-1a) would
+		// not.
+		c.Producer.Partitioner = sarama.NewMurmur2Partitioner
+	case roleConsumer:
+		if k.InitialOffset == OffsetOldest {
+			c.Consumer.Offsets.Initial = sarama.OffsetOldest
+		} else {
+			c.Consumer.Offsets.Initial = sarama.OffsetNewest
+		}
+		// Without a group nobody reads a partition consumer's error
+		// channel (watermill-kafka does not), and a full one blocks it
+		// forever: let Sarama log errors instead. A group's errors are
+		// drained by watermill-kafka.
+		c.Consumer.Return.Errors = k.ConsumerGroup != ""
+		// Retry a partition forever, from the offset it had reached: a
+		// broker outage then costs no event and replays none.
+		c.Consumer.Retry.Max = 0
+		c.Consumer.Retry.Backoff = k.ReconnectBackoff
+		c.Metadata.Retry.Backoff = min(k.ReconnectBackoff, 500*time.Millisecond)
+	case roleProbe:
+		c.Metadata.Full = false
+		c.Metadata.Retry.Max = 0
+	}
+	return c
+}
+
+// NewKafka returns a running Bus on Kafka, through watermill-kafka: the
+// same Bus as NewInMemory, with a Kafka publisher and subscriber on
+// kcfg.Topic.
+//
+// Publishing: one record per event, key = project id (so every event of a
+// project lands on one partition, in order), value = the envelope JSON
+// (the bytes SSE clients receive), headers = the codec metadata plus the
+// CloudEvents Kafka binding (ce_*). The outbox's batches (cfg.BatchSize)
+// go out in one produce round trip each — in waves of one record per
+// project, so that a failure part way never reorders a project's events —
+// acknowledged by all in-sync replicas, from an idempotent producer.
+//
+// Consuming: see KafkaConfig.ConsumerGroup. Records that are not valid
+// events are logged, counted and skipped. Records this Bus has already
+// dispatched (a consumer that re-reads after a restart or a rebalance) are
+// skipped too.
+//
+// NewKafka does not need a broker to answer: the Bus starts anyway, queues
+// broadcasts, reports not ready (Ready) and connects when a broker answers.
+// It fails only on an invalid configuration. cfg.Dedupe and cfg.Ready, if
+// set, run after the Kafka checks. cfg.RetryMax defaults to 1s here.
+func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if kcfg.Topic != "" && cfg.Topic != "" && kcfg.Topic != cfg.Topic {
+		return nil, fmt.Errorf("kafka: topic %q differs from the Bus topic %q", kcfg.Topic, cfg.Topic)
+	}
+	kcfg.setDefaults(cfg.Topic)
+	if err := kcfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.Topic = kcfg.Topic
+	if cfg.RetryMax <= 0 {
+		// A failed attempt already spent Sarama's own retries (a second or
+		// more): retry at least every second, so that publishing resumes
+		// soon after a broker is back.
+		cfg.RetryMax = time.Second
+	}
+	logger = logger.With("kafka_topic", kcfg.Topic)
+	wlog := watermillLogger(logger)
+
+	inner, err := kafka.NewSubscriber(kafka.SubscriberConfig{
+		Brokers:               kcfg.Brokers,
+		Unmarshaler:           lenientUnmarshaler{},
+		OverwriteSaramaConfig: kcfg.sarama(roleConsumer),
+		ConsumerGroup:         kcfg.ConsumerGroup,
+		ReconnectRetrySleep:   kcfg.ReconnectBackoff,
+	}, wlog)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: subscriber: %w", err)
+	}
+	check := func() error {
+		return probe(kcfg.Brokers, kcfg.Topic, kcfg.sarama(roleProbe))
+	}
+	sub := newRetryingSubscriber(inner, check, kcfg.ReconnectBackoff, logger)
+	pub := newBatchPublisher(kcfg.Brokers, kcfg.sarama(roleProducer), newMarshaler(), sub.attached, logger)
+	probe := newBrokerProbe(kcfg)
+	offsets := newOffsetTracker()
+
+	if kcfg.ConsumerGroup != "" {
+		// The group commits what the Bus acknowledges: nothing may go by
+		// before the backend's first inbox subscribes.
+		cfg.HoldUntilSubscribed = true
+	}
+	userDedupe, userReady := cfg.Dedupe, cfg.Ready
+	cfg.Dedupe = func(msg *message.Message) bool {
+		if offsets.seen(msg) {
+			return true
+		}
+		return userDedupe != nil && userDedupe(msg)
+	}
+	cfg.Ready = func(ctx context.Context) error {
+		select {
+		case <-sub.attached:
+		default:
+			return errors.New("kafka: consumer not connected yet")
+		}
+		if err := probe.check(ctx); err != nil {
+			return err
+		}
+		if userReady != nil {
+			return userReady(ctx)
+		}
+		return nil
+	}
+	bus, err := New(cfg, pub, sub, logger)
+	if err != nil {
+		return nil, errors.Join(err, pub.Close(), sub.Close())
+	}
+	return bus, nil
+}

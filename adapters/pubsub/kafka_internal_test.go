@@ -1,0 +1,197 @@
+package pubsub
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
+	"github.com/statusbroadcaster/statusbroadcaster/domain"
+)
+
+func TestOffsetTrackerSkipsOffsetsAlreadyDispatched(t *testing.T) {
+	tr := newOffsetTracker()
+	steps := []struct {
+		partition int32
+		offset    int64
+		seen      bool
+	}{
+		{0, 5, false}, // the first record of a partition, wherever it starts
+		{0, 6, false},
+		{1, 0, false}, // partitions are independent
+		{0, 6, true},  // read again after a restart
+		{0, 5, true},
+		{0, 9, false}, // gaps (compaction, other records) are fine
+		{0, 7, true},  // behind the highest offset dispatched
+		{1, 0, true},
+		{1, 1, false},
+	}
+	for i, s := range steps {
+		assert.Equal(t, s.seen, tr.seenAt(s.partition, s.offset), "step %d: partition %d offset %d", i, s.partition, s.offset)
+	}
+	assert.False(t, tr.seen(message.NewMessage("x", nil)), "a message without a Kafka position is never a duplicate")
+}
+
+func TestLenientUnmarshalerNeverFails(t *testing.T) {
+	for _, rec := range []*sarama.ConsumerMessage{
+		{Topic: "t", Partition: 2, Offset: 7, Value: []byte("\x00\xffnot json")},
+		{Topic: "t", Partition: 0, Offset: 1},
+		{Topic: "t", Partition: 0, Offset: 2, Value: []byte(`{}`), Headers: []*sarama.RecordHeader{{Key: []byte(HeaderCEID), Value: []byte("ce-1")}}},
+	} {
+		msg, err := lenientUnmarshaler{}.Unmarshal(rec)
+		require.NoError(t, err)
+		assert.Equal(t, []byte(rec.Value), []byte(msg.Payload))
+		_, _, err = codec.FromMessage(msg)
+		assert.ErrorIs(t, err, codec.ErrBadMessage, "the Bus handler rejects it")
+		if len(rec.Headers) > 0 {
+			assert.Equal(t, "ce-1", msg.UUID, "a foreign record is named by its CloudEvents id")
+		} else {
+			assert.Equal(t, fmt.Sprintf("t/%d/%d", rec.Partition, rec.Offset), msg.UUID, "or by its position")
+		}
+	}
+}
+
+func testEvent(t testing.TB, id string, n int) *message.Message {
+	t.Helper()
+	ts := time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC)
+	ev, err := domain.NewProjectUpdated(domain.Project{
+		ID: id, Name: fmt.Sprintf("app-%d", n), Status: domain.StatusCompiling,
+		InsertedAt: ts, UpdatedAt: ts.Add(time.Duration(n) * time.Millisecond),
+	})
+	require.NoError(t, err)
+	msg, err := codec.NewMessage(ev)
+	require.NoError(t, err)
+	return msg
+}
+
+func TestMarshalerSetsKeyAndHeaders(t *testing.T) {
+	msg := testEvent(t, "p-1", 1)
+	rec, err := newMarshaler().Marshal(DefaultTopic, msg)
+	require.NoError(t, err)
+	key, err := rec.Key.Encode()
+	require.NoError(t, err)
+	assert.Equal(t, "p-1", string(key), "key = project id")
+	value, err := rec.Value.Encode()
+	require.NoError(t, err)
+	assert.Equal(t, []byte(msg.Payload), value, "value = the envelope JSON")
+	headers := map[string]string{}
+	for _, h := range rec.Headers {
+		headers[string(h.Key)] = string(h.Value)
+	}
+	assert.Equal(t, "project_updated", headers[codec.MetadataEventType])
+	assert.Equal(t, "p-1", headers[codec.MetadataProjectID])
+	assert.Equal(t, "projects:p-1", headers[codec.MetadataTopic])
+	assert.Equal(t, codec.SchemaVersion, headers[codec.MetadataSchemaVersion])
+	assert.Equal(t, "1.0", headers[HeaderCESpecVersion])
+	assert.Equal(t, msg.UUID, headers[HeaderCEID])
+	assert.Equal(t, CESource, headers[HeaderCESource])
+	assert.Equal(t, "statusbroadcaster.project_updated", headers[HeaderCEType])
+	assert.Equal(t, "p-1", headers[HeaderCESubject])
+	assert.Equal(t, "application/json", headers[HeaderContentType])
+	_, err = time.Parse(time.RFC3339Nano, headers[HeaderCETime])
+	assert.NoError(t, err)
+
+	_, err = newMarshaler().Marshal(DefaultTopic, message.NewMessage("x", []byte("{}")))
+	assert.Error(t, err, "a message without project id cannot be keyed")
+}
+
+// readTopic reads n records of topic from its start.
+func readTopic(t *testing.T, brokers []string, topic string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var recs []*kgo.Record
+	for len(recs) < n {
+		fs := cl.PollFetches(ctx)
+		require.NoError(t, ctx.Err(), "got %d of %d records", len(recs), n)
+		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+	}
+	return recs
+}
+
+func TestBatchPublisherRetrySendsOnlyWhatWasNotAcknowledged(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, DefaultTopic))
+	require.NoError(t, err)
+	defer cluster.Close()
+	kcfg := KafkaConfig{Brokers: cluster.ListenAddrs()}
+	kcfg.setDefaults("")
+	require.NoError(t, kcfg.Validate())
+	attached := make(chan struct{})
+	close(attached)
+	pub := newBatchPublisher(kcfg.Brokers, kcfg.sarama(roleProducer), newMarshaler(), attached, slog.New(slog.DiscardHandler))
+	defer func() { require.NoError(t, pub.Close()) }()
+
+	// Three waves: [a0 b0], [a1 b1], [a2]. The broker rejects the second
+	// produce request (Sarama may split a wave in two requests, so that is
+	// part of the first or the second wave) and the call fails there.
+	batch := []*message.Message{testEvent(t, "a", 0), testEvent(t, "b", 0), testEvent(t, "a", 1),
+		testEvent(t, "b", 1), testEvent(t, "a", 2)}
+	produces := 0
+	cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		produces++
+		if produces != 2 {
+			return nil, nil, false
+		}
+		cluster.DropControl()
+		return rejectProduce(req.(*kmsg.ProduceRequest)), nil, true
+	})
+	require.Error(t, pub.Publish(DefaultTopic, batch...), "the second wave is rejected")
+	require.NoError(t, pub.Publish(DefaultTopic, batch...), "the outbox retries the same batch")
+
+	var got []string
+	for _, r := range readTopic(t, kcfg.Brokers, DefaultTopic, len(batch)) {
+		got = append(got, string(r.Key)+"/"+headerValue(r, HeaderCEID))
+	}
+	var want []string
+	for _, m := range batch {
+		want = append(want, m.Metadata.Get(codec.MetadataProjectID)+"/"+m.UUID)
+	}
+	// Per project, in order, each once (the first wave is not sent again).
+	assert.Equal(t, []string{want[0], want[1], want[2], want[3], want[4]}, got)
+}
+
+func headerValue(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// rejectProduce answers a produce request with a non-retriable error for
+// every partition.
+func rejectProduce(req *kmsg.ProduceRequest) kmsg.Response {
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	for _, rt := range req.Topics {
+		st := kmsg.NewProduceResponseTopic()
+		st.Topic = rt.Topic
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewProduceResponseTopicPartition()
+			sp.Partition = rp.Partition
+			sp.ErrorCode = kerr.InvalidRecord.Code
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
+}
+
+var _ kafka.Marshaler = marshaler{}

@@ -1,0 +1,196 @@
+package pubsub
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/IBM/sarama"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
+)
+
+// errPublisherClosed is returned by Publish after Close.
+var errPublisherClosed = errors.New("kafka: publisher closed")
+
+// batchPublisher is a Watermill Publisher that sends all the messages of a
+// Publish call in one go (Sarama's SyncProducer.SendMessages), so the
+// producer packs them into as few produce requests as the partitions allow,
+// and waits for all the acknowledgements at once. watermill-kafka's own
+// Publisher sends one message and waits for its acknowledgement before it
+// sends the next: a round trip per event (see BENCHMARKS.md for the
+// difference). Messages are still marshaled by a watermill-kafka Marshaler.
+//
+// It differs from watermill-kafka's Publisher in three more ways the Bus
+// needs:
+//   - It connects lazily and again after a failed connection, so a Bus can
+//     start while no broker answers; until then Publish fails and the
+//     outbox retries.
+//   - It publishes nothing until gate is closed (the Bus's own consumer
+//     reads the topic), so a gateway reading from the newest offset sees
+//     its own events even when it started during an outage.
+//   - A call sends the batch in waves with at most one record per project
+//     (usually a single wave: a batch rarely holds two events of one
+//     project), and stops at the first wave that fails. When the outbox
+//     retries the batch, the retry skips what the broker already
+//     acknowledged. So a failure part way neither duplicates an event nor
+//     puts an older state of a project after a newer one.
+//
+// It is safe for concurrent use, but calls are serialized: the outbox loop
+// is its only caller. Close waits for a pending Publish to end, which the
+// producer's retry budget bounds.
+type batchPublisher struct {
+	brokers   []string
+	conf      *sarama.Config
+	marshaler kafka.Marshaler
+	gate      <-chan struct{}
+	log       *slog.Logger
+
+	// mu is held by Publish and Close: Sarama panics on a message sent to
+	// a closed producer.
+	mu       sync.Mutex
+	closed   bool
+	client   sarama.Client
+	producer sarama.SyncProducer
+	// acked holds the UUIDs of messages acknowledged by a failed call.
+	acked map[string]struct{}
+}
+
+func newBatchPublisher(brokers []string, conf *sarama.Config, m kafka.Marshaler, gate <-chan struct{}, log *slog.Logger) *batchPublisher {
+	return &batchPublisher{brokers: brokers, conf: conf, marshaler: m, gate: gate, log: log, acked: map[string]struct{}{}}
+}
+
+// Publish sends msgs to topic and returns when every one of them is
+// acknowledged, or with an error naming how many were not.
+func (p *batchPublisher) Publish(topic string, msgs ...*message.Message) error {
+	if p.gate != nil {
+		select {
+		case <-p.gate:
+		default:
+			return errors.New("kafka: not publishing until the consumer reads the topic")
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errPublisherClosed
+	}
+	producer, err := p.connect()
+	if err != nil {
+		return err
+	}
+
+	var waves [][]*sarama.ProducerMessage
+	perProject := map[string]int{}
+	for _, msg := range msgs {
+		if _, done := p.acked[msg.UUID]; done {
+			continue
+		}
+		rec, err := p.marshaler.Marshal(topic, msg)
+		if err != nil {
+			return fmt.Errorf("kafka: cannot marshal message %s: %w", msg.UUID, err)
+		}
+		rec.Metadata = msg
+		project := msg.Metadata.Get(codec.MetadataProjectID)
+		wave := perProject[project]
+		perProject[project]++
+		if wave == len(waves) {
+			waves = append(waves, make([]*sarama.ProducerMessage, 0, len(msgs)-len(perProject)+1))
+		}
+		waves[wave] = append(waves[wave], rec)
+	}
+	for _, wave := range waves {
+		if err := p.send(producer, wave); err != nil {
+			if cerr := p.disconnect(); cerr != nil {
+				p.log.Debug("closing the failed kafka producer", "error", cerr)
+			}
+			return err
+		}
+	}
+	clear(p.acked)
+	return nil
+}
+
+// send sends one wave: at most one record per project, so whatever part of
+// it fails, no record of a project can overtake an earlier one. It records
+// the acknowledged records in acked.
+//
+// Waves exist because Sarama does not stop at the first failure: the
+// records of one SendMessages call travel in several produce requests, and
+// when an early request runs out of retries the producer bumps its epoch
+// and lets the later ones through. Measured on kfake: a broker restart in
+// the middle of a call put a project's newer events on the topic before
+// its older ones.
+func (p *batchPublisher) send(producer sarama.SyncProducer, wave []*sarama.ProducerMessage) error {
+	err := producer.SendMessages(wave)
+	var perrs sarama.ProducerErrors
+	if err != nil && !errors.As(err, &perrs) {
+		return fmt.Errorf("kafka: produce: %w", err)
+	}
+	failed := make(map[*sarama.ProducerMessage]bool, len(perrs))
+	for _, e := range perrs {
+		failed[e.Msg] = true
+	}
+	for _, rec := range wave {
+		if !failed[rec] {
+			p.acked[rec.Metadata.(*message.Message).UUID] = struct{}{}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("kafka: %d of %d records not acknowledged: %w", len(perrs), len(wave), perrs[0].Err)
+	}
+	return nil
+}
+
+// connect returns the producer, creating it first if needed. The caller
+// holds mu.
+func (p *batchPublisher) connect() (sarama.SyncProducer, error) {
+	if p.producer != nil {
+		return p.producer, nil
+	}
+	// The client is created here, not by NewSyncProducer, because Sarama
+	// leaks the client it creates when the producer then fails to start
+	// (the idempotent producer's id request can fail on a flapping broker).
+	client, err := sarama.NewClient(p.brokers, p.conf)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: cannot connect the producer: %w", err)
+	}
+	producer, err := sarama.NewSyncProducerFromClient(client)
+	if err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("kafka: cannot start the producer: %w", err)
+	}
+	p.client, p.producer = client, producer
+	p.log.Info("kafka producer connected", "brokers", p.brokers)
+	return producer, nil
+}
+
+// disconnect drops the producer after a failure; the next Publish connects
+// afresh. A Sarama producer that failed keeps per-partition circuit
+// breakers open for 10s after the brokers are back; a new one publishes as
+// soon as a broker answers. The caller holds mu.
+func (p *batchPublisher) disconnect() error {
+	if p.producer == nil {
+		return nil
+	}
+	err := errors.Join(p.producer.Close(), p.client.Close())
+	p.client, p.producer = nil, nil
+	return err
+}
+
+// Close closes the producer after a pending Publish returns. Idempotent.
+func (p *batchPublisher) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	if err := p.disconnect(); err != nil {
+		return fmt.Errorf("kafka: closing the producer: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
+)
+
+// kafkaFlags is the Kafka part of the configuration (--pubsub kafka).
+type kafkaFlags struct {
+	brokers       string
+	topic         string
+	clientID      string
+	initialOffset string
+	version       string
+	tls           bool
+	tlsCA         string
+	tlsInsecure   bool
+	saslUser      string
+	saslPassword  string
+}
+
+func (k *kafkaFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&k.brokers, "kafka-brokers", "", "Kafka bootstrap brokers, host:port[,host:port…] (required with --pubsub kafka)")
+	fs.StringVar(&k.topic, "kafka-topic", pubsub.DefaultTopic, "Kafka topic of every event; create it first, compacted, with several partitions")
+	fs.StringVar(&k.clientID, "kafka-client-id", "statusd", "client id this instance gives the brokers")
+	fs.StringVar(&k.initialOffset, "kafka-initial-offset", string(pubsub.OffsetNewest),
+		"where this gateway starts reading: newest (live events only) or oldest (replay the topic to rebuild the latest-state cache)")
+	fs.StringVar(&k.version, "kafka-version", pubsub.DefaultKafkaVersion, "Kafka protocol version to speak")
+	fs.BoolVar(&k.tls, "kafka-tls", false, "connect to the brokers over TLS")
+	fs.StringVar(&k.tlsCA, "kafka-tls-ca", "", "PEM file of the CA that signed the brokers' certificates (default: the system's; implies --kafka-tls)")
+	fs.BoolVar(&k.tlsInsecure, "kafka-tls-insecure", false, "do not verify the brokers' certificates (testing only)")
+	fs.StringVar(&k.saslUser, "kafka-sasl-user", "", "SASL/PLAIN user (use with TLS)")
+	fs.StringVar(&k.saslPassword, "kafka-sasl-password", "", "SASL/PLAIN password; prefer the STATUSD_KAFKA_SASL_PASSWORD variable")
+}
+
+// config returns the pubsub.KafkaConfig the flags describe, validated.
+// Gateways consume without a consumer group: every instance sees every
+// event.
+func (k *kafkaFlags) config() (pubsub.KafkaConfig, error) {
+	var brokers []string
+	for b := range strings.SplitSeq(k.brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			brokers = append(brokers, b)
+		}
+	}
+	if len(brokers) == 0 {
+		return pubsub.KafkaConfig{}, errors.New("--pubsub kafka needs --kafka-brokers")
+	}
+	kc := pubsub.KafkaConfig{
+		Brokers:       brokers,
+		Topic:         k.topic,
+		ClientID:      k.clientID,
+		InitialOffset: pubsub.InitialOffset(k.initialOffset),
+		Version:       k.version,
+	}
+	if k.tls || k.tlsCA != "" || k.tlsInsecure {
+		kc.TLS = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: k.tlsInsecure}
+		if k.tlsCA != "" {
+			pem, err := os.ReadFile(k.tlsCA)
+			if err != nil {
+				return pubsub.KafkaConfig{}, fmt.Errorf("--kafka-tls-ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return pubsub.KafkaConfig{}, fmt.Errorf("--kafka-tls-ca: no PEM certificate in %s", k.tlsCA)
+			}
+			kc.TLS.RootCAs = pool
+		}
+	}
+	if k.saslUser != "" {
+		kc.SASL = &pubsub.SASLConfig{User: k.saslUser, Password: k.saslPassword}
+	} else if k.saslPassword != "" {
+		return pubsub.KafkaConfig{}, errors.New("--kafka-sasl-password without --kafka-sasl-user")
+	}
+	if err := kc.Validate(); err != nil {
+		return pubsub.KafkaConfig{}, err
+	}
+	return kc, nil
+}
