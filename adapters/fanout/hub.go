@@ -370,7 +370,6 @@ func (h *Hub) indexLocked(s *Subscription, t domain.Topic) {
 
 func (h *Hub) unindexLocked(s *Subscription, t domain.Topic) {
 	if t.IsWildcard() {
-		s.wildcard = false
 		delete(h.wildcard, s)
 		return
 	}

@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"errors"
 	"sync"
 
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
@@ -57,22 +58,41 @@ func (in *Inbox) pump() {
 		case <-in.stop:
 			return
 		case <-in.sub.Done():
+			// The hub closed (a Bus flushes its outbox into the inboxes
+			// first): hand over what is still queued, so that a reader
+			// who drains Events gets every event broadcast before the
+			// close. An inbox ended for being too slow hands over
+			// nothing: it is behind anyway.
+			if errors.Is(in.sub.Err(), ErrClosed) {
+				in.deliverAll(in.sub.Take(nil))
+			}
 			return
 		case <-in.changed:
 			continue // nothing in hand to re-check
 		case <-in.sub.Ready():
 		}
 		batch = in.sub.Take(batch[:0])
-		for _, e := range batch {
-			if !in.deliver(e) {
-				return
-			}
+		if !in.deliverAll(batch) {
+			return
 		}
 		clear(batch)
 	}
 }
 
-// deliver hands e to the reader unless its topic was removed meanwhile.
+// deliverAll hands entries to the reader, in order; false means the inbox
+// was closed meanwhile.
+func (in *Inbox) deliverAll(entries []*Entry) bool {
+	for _, e := range entries {
+		if !in.deliver(e) {
+			return false
+		}
+	}
+	return true
+}
+
+// deliver hands e to the reader unless its topic was removed meanwhile. It
+// waits for the reader or for Close, nothing else: an event in hand is
+// delivered even if the hub closes meanwhile.
 func (in *Inbox) deliver(e *Entry) bool {
 	for in.sub.Selects(e.ProjectID()) {
 		select {
@@ -82,15 +102,15 @@ func (in *Inbox) deliver(e *Entry) bool {
 			// Re-check: an unsubscribe may have removed e's topic.
 		case <-in.stop:
 			return false
-		case <-in.sub.Done():
-			return false
 		}
 	}
 	return true
 }
 
 // Events returns the channel events arrive on. It is closed when the inbox
-// is closed or ended (see Err).
+// is closed or ended (see Err). When the hub closes (Bus.Close), the events
+// queued until then are delivered first; a reader that drains Events gets
+// every event the Bus flushed. Close the inbox when you stop reading.
 func (in *Inbox) Events() <-chan domain.Event { return in.events }
 
 // Err returns nil while the inbox is open, then why it ended: ErrClosed or

@@ -341,3 +341,20 @@ func TestSlowInboxCoalescesToLatest(t *testing.T) {
 	}
 	assert.NoError(t, in.Err())
 }
+
+// When the hub closes (a Bus closing after flushing its outbox), an inbox
+// first hands over what was queued for it, then closes Events: a reader
+// that drains the channel misses nothing broadcast before the close.
+func TestHubCloseHandsOverQueuedEvents(t *testing.T) {
+	h := fanout.NewHub(fanout.Config{})
+	in := newInbox(t, h, 0)
+	require.NoError(t, in.SubscribeToAllProjects())
+	dispatch(t, h, "a1 b1 a2 b2 a3")
+	h.Close()
+	var got []string
+	for ev := range in.Events() {
+		got = append(got, nameOf(ev))
+	}
+	assert.Equal(t, []string{"a1", "b1", "a2", "b2", "a3"}, got)
+	assert.ErrorIs(t, in.Err(), fanout.ErrClosed)
+}

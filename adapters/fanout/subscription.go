@@ -110,6 +110,9 @@ func (s *Subscription) Remove(t domain.Topic) {
 	}
 	delete(s.topics, t)
 	h.unindexLocked(s, t)
+	if t.IsWildcard() {
+		s.wildcard = false
+	}
 	keep := func(e *Entry) bool { return s.selectsLocked(e.ProjectID()) }
 	s.queue.Filter(keep)
 	if b := s.backlog.Load(); b != nil {
