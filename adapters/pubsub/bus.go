@@ -243,15 +243,6 @@ func (b *Bus) BroadcastProjectError(p domain.Project, reason string) error {
 	return b.outbox.enqueue(ev)
 }
 
-// Broadcast queues ev, whichever its type.
-func (b *Bus) Broadcast(ev domain.Event) error {
-	if err := ev.Validate(); err != nil {
-		b.cfg.Metrics.Invalid()
-		return err
-	}
-	return b.outbox.enqueue(ev)
-}
-
 // NewInbox returns a subscriber with no topics; see fanout.Inbox.
 func (b *Bus) NewInbox() (ports.Inbox, error) {
 	in, err := b.hub.NewInbox(b.cfg.InboxQueueSize)
