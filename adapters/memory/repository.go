@@ -24,10 +24,11 @@ type Repository struct {
 var _ ports.ProjectRepository = (*Repository)(nil)
 
 // NewRepository returns an empty repository. now stamps records; nil means
-// time.Now in UTC.
+// time.Now in UTC, to the second, like the original records
+// ("2024-01-01T12:05:00Z").
 func NewRepository(now func() time.Time) *Repository {
 	if now == nil {
-		now = func() time.Time { return time.Now().UTC() }
+		now = func() time.Time { return time.Now().UTC().Truncate(time.Second) }
 	}
 	return &Repository{now: now, projects: make(map[string]domain.Project)}
 }
