@@ -78,7 +78,7 @@ func (g *gatedPublisher) Close() error {
 
 // newGatedBus returns a Bus whose publisher is gated, and its metrics
 // registry.
-func newGatedBus(t *testing.T, cfg pubsub.Config, fail bool) (*pubsub.Bus, *gatedPublisher, *prometheus.Registry) {
+func newGatedBus(t testing.TB, cfg pubsub.Config, fail bool) (*pubsub.Bus, *gatedPublisher, *prometheus.Registry) {
 	t.Helper()
 	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, nil)
 	gate := newGatedPublisher(ch, fail)
@@ -91,7 +91,7 @@ func newGatedBus(t *testing.T, cfg pubsub.Config, fail bool) (*pubsub.Bus, *gate
 	return bus, gate, reg
 }
 
-func closeBus(t *testing.T, bus *pubsub.Bus, timeout time.Duration) error {
+func closeBus(t testing.TB, bus *pubsub.Bus, timeout time.Duration) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
