@@ -25,6 +25,7 @@ type DemoConfig struct {
 	// Default 3s.
 	Pause time.Duration
 	// FailureRate is the chance that a setup fails at one of its steps.
+	// Default 0.3; a negative rate means no setup ever fails.
 	// Default 0.3.
 	FailureRate float64
 	// Seed makes the run repeatable; 0 picks one at random.
@@ -44,7 +45,7 @@ func (c *DemoConfig) setDefaults() {
 	if c.Pause <= 0 {
 		c.Pause = 3 * time.Second
 	}
-	if c.FailureRate <= 0 {
+	if c.FailureRate == 0 {
 		c.FailureRate = 0.3
 	}
 	if c.Seed == 0 {

@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"cmp"
 	"container/list"
 	"crypto/rand"
 	"encoding/base32"
@@ -67,8 +68,8 @@ type Config struct {
 	Metrics Metrics
 }
 
-// Metrics is what the hub reports. The Prometheus adapter in this package
-// (NewPrometheusMetrics) implements it.
+// Metrics is what the hub reports. *metrics.Metrics (package
+// adapters/metrics, Prometheus) implements it.
 type Metrics interface {
 	EventDispatched()
 	Delivered(n int)
@@ -339,18 +340,8 @@ func (h *Hub) snapshotLocked(s *Subscription) []*Entry {
 			out = append(out, el.Value.(*Entry))
 		}
 	}
-	slices.SortFunc(out, func(a, b *Entry) int { return compareSeq(a.Seq, b.Seq) })
+	slices.SortFunc(out, func(a, b *Entry) int { return cmp.Compare(a.Seq, b.Seq) })
 	return out
-}
-
-func compareSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (h *Hub) indexLocked(s *Subscription, t domain.Topic) {

@@ -46,6 +46,9 @@ func (h *Hub) NewInbox(queueSize int) (*Inbox, error) {
 	return in, nil
 }
 
+// pumpBatch is the most entries the pump takes from the queue at a time.
+const pumpBatch = 256
+
 // pump moves entries from the subscription's queue to the channel. It owns
 // the channel and closes it when the inbox ends.
 func (in *Inbox) pump() {
@@ -71,7 +74,10 @@ func (in *Inbox) pump() {
 			continue // nothing in hand to re-check
 		case <-in.sub.Ready():
 		}
-		batch = in.sub.Take(batch[:0])
+		// A bounded batch: what the pump holds is outside the queue's
+		// coalescing, so a stalled reader must not pin a whole queue's
+		// worth twice.
+		batch = in.sub.take(batch[:0], pumpBatch)
 		if !in.deliverAll(batch) {
 			return
 		}

@@ -358,3 +358,20 @@ func TestHubCloseHandsOverQueuedEvents(t *testing.T) {
 	assert.Equal(t, []string{"a1", "b1", "a2", "b2", "a3"}, got)
 	assert.ErrorIs(t, in.Err(), fanout.ErrClosed)
 }
+
+// Unsubscribing keeps its promise during the hand-over after the hub
+// closed: no event that matched only the removed topic arrives.
+func TestUnsubscribeDuringHandOver(t *testing.T) {
+	h := fanout.NewHub(fanout.Config{})
+	in := newInbox(t, h, 0)
+	require.NoError(t, in.SubscribeToProject("a"))
+	require.NoError(t, in.SubscribeToProject("b"))
+	dispatch(t, h, "a1 a2 b1")
+	h.Close()
+	in.UnsubscribeFromProject("a")
+	var got []string
+	for ev := range in.Events() {
+		got = append(got, nameOf(ev))
+	}
+	assert.Equal(t, []string{"b1"}, got)
+}

@@ -63,11 +63,15 @@ func (s *Subscription) Resumed() bool { return s.resumed }
 
 // Take appends the backlog, the first time, and then every queued entry to
 // dst, in order, and returns it.
-func (s *Subscription) Take(dst []*Entry) []*Entry {
+func (s *Subscription) Take(dst []*Entry) []*Entry { return s.take(dst, 0) }
+
+// take is Take with at most max queued entries (all when max <= 0); the
+// backlog always comes whole.
+func (s *Subscription) take(dst []*Entry, max int) []*Entry {
 	if b := s.backlog.Swap(nil); b != nil {
 		dst = append(dst, *b...)
 	}
-	return s.queue.Take(dst, 0)
+	return s.queue.Take(dst, max)
 }
 
 // Pending returns the number of entries waiting to be taken.
@@ -105,11 +109,13 @@ func (s *Subscription) Remove(t domain.Topic) {
 	h := s.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := s.topics[t]; !ok || s.err != nil {
+	if _, ok := s.topics[t]; !ok {
 		return
 	}
 	delete(s.topics, t)
-	h.unindexLocked(s, t)
+	if s.err == nil { // an ended subscription is out of the index already
+		h.unindexLocked(s, t)
+	}
 	if t.IsWildcard() {
 		s.wildcard = false
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -183,15 +184,7 @@ func (s *Server) listProjects(w http.ResponseWriter, _ *http.Request) {
 	for _, e := range entries {
 		projects = append(projects, e.Event.Project)
 	}
-	slices.SortFunc(projects, func(a, b domain.Project) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(projects, func(a, b domain.Project) int { return strings.Compare(a.ID, b.ID) })
 	writeJSON(w, http.StatusOK, projects)
 }
 

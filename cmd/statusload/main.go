@@ -87,7 +87,7 @@ func run(o options, out io.Writer) error {
 		return err
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.posters * 2}}
-	baseRSS := rss(pid)
+	baseRSS := procStatus(pid, "VmRSS:")
 
 	// Stalled clients: a raw connection that asks for the stream and
 	// never reads a byte.
@@ -119,7 +119,7 @@ func run(o options, out io.Writer) error {
 			return fmt.Errorf("opening streams: %w", r.err)
 		}
 	}
-	idleRSS := rss(pid)
+	idleRSS := procStatus(pid, "VmRSS:")
 	fmt.Fprintf(out, "streams open: %d readers, %d stalled\n", o.clients, o.stalled)
 
 	start := time.Now()
@@ -143,7 +143,7 @@ func run(o options, out io.Writer) error {
 	}
 	delivered := time.Since(start)
 	cancel()
-	peakRSS := rss(pid)
+	peakRSS := procStatus(pid, "VmHWM:")
 
 	var lat []time.Duration
 	var total, outOfOrder, missing int64
@@ -167,7 +167,7 @@ func run(o options, out io.Writer) error {
 	fmt.Fprintf(out, "latency post→receive: p50 %s  p99 %s  max %s\n", pct(0.50), pct(0.99), pct(1))
 	fmt.Fprintf(out, "missing %d, out of order %d\n", missing, outOfOrder)
 	if pid != 0 {
-		fmt.Fprintf(out, "statusd RSS: start %s, %d streams idle %s (%.1f KiB/stream), after load %s\n",
+		fmt.Fprintf(out, "statusd RSS: start %s, %d streams idle %s (%.1f KiB/stream), peak %s\n",
 			mib(baseRSS), o.clients+o.stalled, mib(idleRSS), float64(idleRSS-baseRSS)/1024/float64(max(1, o.clients+o.stalled)), mib(peakRSS))
 	}
 	if missing > 0 || outOfOrder > 0 {
@@ -345,8 +345,9 @@ func startStatusd(ctx context.Context, bin string) (string, int, func(), error) 
 	}
 }
 
-// rss returns the resident set size of pid in bytes (0 if unknown).
-func rss(pid int) int64 {
+// procStatus returns a memory field of /proc/<pid>/status ("VmRSS:" the
+// resident set size, "VmHWM:" its peak) in bytes (0 if unknown).
+func procStatus(pid int, field string) int64 {
 	if pid == 0 {
 		return 0
 	}
@@ -355,7 +356,7 @@ func rss(pid int) int64 {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			return kb * 1024
 		}

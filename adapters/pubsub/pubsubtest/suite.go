@@ -9,6 +9,7 @@ package pubsubtest
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -274,7 +275,7 @@ func testOrder(t *testing.T, f Features, bus Bus, prefix string) {
 		n := sequence(t, ev)
 		id := ev.Project.ID
 		if _, ok := next[id]; !ok {
-			next[id] = slicesIndex(ids, id)
+			next[id] = slices.Index(ids, id)
 		}
 		require.Equal(t, next[id], n, "project %s: want event %d next (lower: reordered; higher: events lost)", id, next[id])
 		next[id] += len(ids)
@@ -284,15 +285,6 @@ func testOrder(t *testing.T, f Features, bus Bus, prefix string) {
 	for i, n := range got {
 		require.Equal(t, i*len(ids), n, "per-project inbox out of order")
 	}
-}
-
-func slicesIndex(ids []string, id string) int {
-	for i, v := range ids {
-		if v == id {
-			return i
-		}
-	}
-	return -1
 }
 
 // sequence recovers n from a record built by project(id, n).
