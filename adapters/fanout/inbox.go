@@ -115,8 +115,9 @@ func (in *Inbox) deliver(e *Entry) bool {
 
 // Events returns the channel events arrive on. It is closed when the inbox
 // is closed or ended (see Err). When the hub closes (Bus.Close), the events
-// queued until then are delivered first; a reader that drains Events gets
-// every event the Bus flushed. Close the inbox when you stop reading.
+// queued for the inbox until then are delivered first — in memory that is
+// every event the Bus flushed; with Kafka, every event read back from the
+// broker before the close. Close the inbox when you stop reading.
 func (in *Inbox) Events() <-chan domain.Event { return in.events }
 
 // Err returns nil while the inbox is open, then why it ended: ErrClosed or
