@@ -298,9 +298,9 @@ const closeGrace = 500 * time.Millisecond
 // pending Publish, the router, the subscriber) is abandoned: Close logs
 // it and reports it in the error, and the goroutines left behind end by
 // themselves once the adapter's own timeouts expire (Kafka: Sarama's read
-// timeout and retries; the Kafka adapter cuts its connections wherever
-// nothing is left to hand over, so this is rare). With a ctx that never
-// ends, Close waits for them.
+// timeout and retries, tens of seconds; but the Kafka adapter then cuts its
+// connections, so they end at once). With a ctx that never ends, Close
+// waits for them.
 //
 // Close is idempotent; later calls return the first call's result.
 func (b *Bus) Close(ctx context.Context) error {
@@ -371,11 +371,22 @@ func (b *Bus) stop(ctx context.Context) error {
 		return steps.err()
 	case <-grace.C:
 	}
+	for _, a := range []any{b.pub, b.sub} {
+		if a, ok := a.(aborter); ok {
+			a.abort()
+		}
+	}
 	abandoned := strings.Join(steps.left(), ", ")
 	b.log.Error("pub/sub still closing after the deadline: abandoned; the goroutines left behind end when the adapter's own timeouts expire",
 		"abandoned", abandoned, "grace", closeGrace)
 	return errors.Join(steps.err(), fmt.Errorf("pubsub: close abandoned after the deadline: %s: %w", abandoned, context.Cause(ctx)))
 }
+
+// aborter is implemented by the adapters of this package that can make
+// what they are still doing fail at once (Kafka: cut their connections),
+// so that the goroutines Close abandons end now rather than after the
+// adapter's own timeouts.
+type aborter interface{ abort() }
 
 // closeSteps records which steps of a shutdown have not finished, and the
 // errors of those that have. It is safe for concurrent use.

@@ -183,6 +183,11 @@ func (s *retryingSubscriber) Close() error {
 	return err
 }
 
+// abort cuts the consumer's connections: an attempt to start, or a Close
+// (a consumer group committing on a broker that does not answer), still
+// under way fails at once. See aborter.
+func (s *retryingSubscriber) abort() { s.dialer.cut() }
+
 // offsetTracker remembers, per partition, the offset after the last record
 // dispatched, and recognizes a record read again: a consumer group that
 // rebalances or restarts resumes from its last committed offset, which

@@ -245,3 +245,8 @@ func TestBatchPublisherCloseDoesNotWaitForAHungPublish(t *testing.T) {
 	}
 	require.ErrorIs(t, pub.Publish(DefaultTopic, testEvent(t, "hung", 2)), errPublisherClosed)
 }
+
+var (
+	_ aborter = (*batchPublisher)(nil)
+	_ aborter = (*retryingSubscriber)(nil)
+)

@@ -187,6 +187,10 @@ func (p *batchPublisher) disconnect() error {
 	return err
 }
 
+// abort cuts the producer's connections: a Publish, or a Close, still
+// under way fails at once. See aborter.
+func (p *batchPublisher) abort() { p.dialer.cut() }
+
 // Close closes the producer. A pending Publish is not waited for: the
 // caller (the outbox) has given up on it, and against a broker that
 // accepts requests but never answers it would hold mu through Sarama's

@@ -27,6 +27,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/goleak"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
@@ -592,6 +593,36 @@ func TestKafkaCloseWithBrokerThatStopsAnsweringProduce(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Contains(t, err.Error(), "1 still being published", "Close says the event was not published")
 	assert.NotContains(t, err.Error(), "abandoned", "the pending Publish was cut, not abandoned")
+}
+
+// A consumer group is closed gracefully (it commits its offsets), so a
+// broker that stops answering after the group joined holds its Close up
+// through Sarama's timeouts. Bus.Close abandons it at the deadline plus
+// the grace, says so, and cuts its connections: the goroutines left
+// behind end at once, not ~18s later.
+func TestKafkaCloseAbandonsAConsumerGroupOnAHungBroker(t *testing.T) {
+	cluster := startKafka(t, kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: cluster.ListenAddrs(), ConsumerGroup: "hung"}, testLogger())
+	require.NoError(t, err)
+	in := kafkaInbox(t, bus)
+	awaitReady(t, bus)
+	// Ignore the goroutines that were there before, and the broker's.
+	before := goleak.IgnoreCurrent()
+	for _, key := range []kmsg.Key{kmsg.Fetch, kmsg.Metadata, kmsg.FindCoordinator, kmsg.JoinGroup, kmsg.SyncGroup,
+		kmsg.Heartbeat, kmsg.OffsetFetch, kmsg.OffsetCommit, kmsg.LeaveGroup} {
+		cluster.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
+			cluster.KeepControl()
+			return nil, nil, true // swallowed: never answered
+		})
+	}
+
+	err = closeWithin(t, bus, 500*time.Millisecond, 3*time.Second)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.Error(), "abandoned after the deadline: closing the router, closing the subscriber")
+	_ = in.Close()
+	goleak.VerifyNone(t, before,
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
+		goleak.IgnoreAnyFunction("github.com/eapache/go-resiliency/breaker.(*Breaker).timer"))
 }
 
 // selfSignedTLS returns a server config with a certificate for 127.0.0.1
