@@ -340,18 +340,20 @@ func (b *Bus) stop(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
+		if !separateSub {
+			b.awaitRouterStart() // closing pub closes the subscriber too
+		}
 		steps.do(stepPublisher, b.pub.Close)
 		steps.do(stepPublish, func() error { <-b.outbox.done; return nil })
 	})
 	wg.Go(func() {
-		steps.do(stepRouter, func() error {
-			err := b.router.Close()
-			<-b.routerDone
-			return err
-		})
+		steps.do(stepRouter, b.closeRouter)
 	})
 	if separateSub {
-		wg.Go(func() { steps.do(stepSub, b.sub.Close) })
+		wg.Go(func() {
+			b.awaitRouterStart()
+			steps.do(stepSub, b.sub.Close)
+		})
 	}
 	done := make(chan struct{})
 	go func() {
@@ -380,6 +382,33 @@ func (b *Bus) stop(ctx context.Context) error {
 	b.log.Error("pub/sub still closing after the deadline: abandoned; the goroutines left behind end when the adapter's own timeouts expire",
 		"abandoned", abandoned, "grace", closeGrace)
 	return errors.Join(steps.err(), fmt.Errorf("pubsub: close abandoned after the deadline: %s: %w", abandoned, context.Cause(ctx)))
+}
+
+// awaitRouterStart returns once the router's Run has started its handler,
+// or has given up, and reports which. Watermill needs it before anything
+// is closed: it counts a handler as running from the moment it is added,
+// so a Run whose Subscribe fails (the subscriber was closed under it)
+// leaves a goroutine waiting for that handler forever, and Router.Close
+// holds the lock that Run needs to start it while it waits for it to stop
+// (until CloseTimeout, 5s, in vain). Run gets there quickly once its
+// context is cancelled.
+func (b *Bus) awaitRouterStart() (started bool) {
+	select {
+	case <-b.router.Running():
+		return true
+	case <-b.routerDone:
+		return false
+	}
+}
+
+// closeRouter closes the router, once started.
+func (b *Bus) closeRouter() error {
+	if !b.awaitRouterStart() {
+		return nil // Run gave up: nothing to close
+	}
+	err := b.router.Close()
+	<-b.routerDone
+	return err
 }
 
 // aborter is implemented by the adapters of this package that can make

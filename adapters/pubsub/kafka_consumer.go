@@ -43,7 +43,11 @@ type retryingSubscriber struct {
 	attached   chan struct{}
 	attachOnce sync.Once
 
-	// life ends when Close is called.
+	// life ends when Close is called. mu orders Close after the wg.Add of
+	// a Subscribe that saw the subscriber open: Subscribe and Close may
+	// run at the same time (the Bus closes its subscriber and its router
+	// together).
+	mu        sync.Mutex
 	life      context.Context
 	kill      context.CancelFunc
 	closeOnce sync.Once
@@ -71,14 +75,19 @@ func newRetryingSubscriber(inner *kafka.Subscriber, d *dialer, commits bool, che
 // Subscribe implements message.Subscriber. It fails only when the
 // subscriber is closed.
 func (s *retryingSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
 	if s.life.Err() != nil {
+		s.mu.Unlock()
 		return nil, errSubscriberClosed
 	}
+	s.wg.Add(1)
+	s.mu.Unlock()
 	started := make(chan (<-chan *message.Message)) // a consumer started while Subscribe waits
 	failed := make(chan struct{})                   // the first attempt failed
 	gaveUp := make(chan struct{})                   // Subscribe returned out
 	out := make(chan *message.Message)
-	s.wg.Go(func() {
+	go func() {
+		defer s.wg.Done()
 		defer close(out)
 		msgs, err := s.subscribe(ctx, topic)
 		if err == nil {
@@ -106,7 +115,7 @@ func (s *retryingSubscriber) Subscribe(ctx context.Context, topic string) (<-cha
 				return
 			}
 		}
-	})
+	}()
 	select {
 	case msgs := <-started:
 		return msgs, nil
@@ -168,7 +177,9 @@ func (s *retryingSubscriber) subscribe(ctx context.Context, topic string) (<-cha
 func (s *retryingSubscriber) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
 		s.kill()
+		s.mu.Unlock()
 		select {
 		case <-s.attached:
 			if !s.commits {

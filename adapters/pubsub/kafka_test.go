@@ -625,6 +625,35 @@ func TestKafkaCloseAbandonsAConsumerGroupOnAHungBroker(t *testing.T) {
 		goleak.IgnoreAnyFunction("github.com/eapache/go-resiliency/breaker.(*Breaker).timer"))
 }
 
+// Closing a Bus right after it starts, before its router has started the
+// handler, is prompt and leaves no goroutine behind (goleak). Watermill's
+// router makes that a trap: its Close can wait 5s for a handler that its
+// Run cannot start meanwhile, and a Run whose Subscribe fails leaks.
+func TestCloseRightAfterStart(t *testing.T) {
+	cluster := startKafka(t)
+	for _, tc := range []struct {
+		name string
+		new  func() (*pubsub.Bus, error)
+	}{
+		{"memory", func() (*pubsub.Bus, error) { return pubsub.NewInMemory(pubsub.Config{}, nil) }},
+		{"kafka", func() (*pubsub.Bus, error) {
+			return pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: cluster.ListenAddrs()}, nil)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 20 {
+				bus, err := tc.new()
+				require.NoError(t, err)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				start := time.Now()
+				require.NoError(t, bus.Close(ctx))
+				cancel()
+				require.Less(t, time.Since(start), 3*time.Second, "Close is prompt")
+			}
+		})
+	}
+}
+
 // selfSignedTLS returns a server config with a certificate for 127.0.0.1
 // and a client config that trusts it.
 func selfSignedTLS(t *testing.T) (server, client *tls.Config) {
