@@ -298,9 +298,9 @@ const closeGrace = 500 * time.Millisecond
 // pending Publish, the router, the subscriber) is abandoned: Close logs
 // it and reports it in the error, and the goroutines left behind end by
 // themselves once the adapter's own timeouts expire (Kafka: Sarama's read
-// timeout and retries, tens of seconds; but the Kafka adapter then cuts its
-// connections, so they end at once). With a ctx that never ends, Close
-// waits for them.
+// timeouts and retries, tens of seconds). The Kafka adapter does not make
+// them wait that long: Close cuts its connections when it abandons it, so
+// they end at once. With a ctx that never ends, Close waits for them.
 //
 // Close is idempotent; later calls return the first call's result.
 func (b *Bus) Close(ctx context.Context) error {
@@ -379,7 +379,7 @@ func (b *Bus) stop(ctx context.Context) error {
 		}
 	}
 	abandoned := strings.Join(steps.left(), ", ")
-	b.log.Error("pub/sub still closing after the deadline: abandoned; the goroutines left behind end when the adapter's own timeouts expire",
+	b.log.Error("pub/sub still closing after the deadline: abandoned, to end by itself",
 		"abandoned", abandoned, "grace", closeGrace)
 	return errors.Join(steps.err(), fmt.Errorf("pubsub: close abandoned after the deadline: %s: %w", abandoned, context.Cause(ctx)))
 }

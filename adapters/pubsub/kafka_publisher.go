@@ -195,8 +195,8 @@ func (p *batchPublisher) abort() { p.dialer.cut() }
 // caller (the outbox) has given up on it, and against a broker that
 // accepts requests but never answers it would hold mu through Sarama's
 // read timeouts and retries, tens of seconds. Close cuts its connections
-// instead, so it fails within Sarama's retry backoffs, then closes the
-// producer. Idempotent; later calls return the first call's result.
+// instead, so it fails at once (see dialer), then closes the producer.
+// Idempotent; later calls return the first call's result.
 func (p *batchPublisher) Close() error {
 	p.closeOnce.Do(func() {
 		// TryLock tells whether a Publish holds mu; a Publish that starts
