@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,6 +124,7 @@ type Bus struct {
 	outbox *outbox
 	router *message.Router
 
+	stopRouter context.CancelFunc // cancels the context the router runs with
 	routerDone chan struct{}
 	closeOnce  sync.Once
 	closeErr   error
@@ -152,6 +155,7 @@ func New(cfg Config, pub message.Publisher, sub message.Subscriber, logger *slog
 	if err != nil {
 		return nil, fmt.Errorf("pubsub: router: %w", err)
 	}
+	runCtx, stopRouter := context.WithCancel(context.Background())
 	b := &Bus{
 		cfg:        cfg,
 		log:        logger,
@@ -159,6 +163,7 @@ func New(cfg Config, pub message.Publisher, sub message.Subscriber, logger *slog
 		sub:        sub,
 		hub:        fanout.NewHub(cfg.Hub),
 		router:     router,
+		stopRouter: stopRouter,
 		routerDone: make(chan struct{}),
 		closed:     make(chan struct{}),
 		hold:       newHold(cfg.HoldUntilSubscribed),
@@ -167,7 +172,7 @@ func New(cfg Config, pub message.Publisher, sub message.Subscriber, logger *slog
 	b.outbox = newOutbox(cfg, pub, router.Running(), logger, cfg.Metrics)
 	go func() {
 		defer close(b.routerDone)
-		if err := router.Run(context.Background()); err != nil {
+		if err := router.Run(runCtx); err != nil && runCtx.Err() == nil {
 			logger.Error("watermill router stopped", "error", err)
 		}
 	}()
@@ -280,29 +285,175 @@ func (b *Bus) Ready(ctx context.Context) error {
 	return nil
 }
 
+// closeGrace is how long Close waits, past its context's end, for the
+// router, the publisher and the subscriber to stop before it abandons them.
+const closeGrace = 500 * time.Millisecond
+
 // Close flushes the outbox (until ctx ends), then stops the router, closes
 // the publisher and subscriber and ends every subscription. Events not
-// published by then are counted and reported in the error. Close is
-// idempotent; later calls return the first call's result.
+// published by then are counted and reported in the error.
+//
+// Close returns by ctx's deadline plus half a second, whatever the
+// adapter does. What is still stopping then (the publisher, the outbox's
+// pending Publish, the router, the subscriber) is abandoned: Close logs
+// it and reports it in the error, and the goroutines left behind end by
+// themselves once the adapter's own timeouts expire (Kafka: Sarama's read
+// timeouts and retries, tens of seconds). The Kafka adapter does not make
+// them wait that long: Close cuts its connections when it abandons it, so
+// they end at once. With a ctx that never ends, Close waits for them.
+//
+// Close is idempotent; later calls return the first call's result.
 func (b *Bus) Close(ctx context.Context) error {
 	b.closeOnce.Do(func() {
 		close(b.closed)
 		errs := []error{b.outbox.close(ctx)}
-		// Closing the publisher also unblocks a Publish stuck past the
-		// deadline; give the loop a moment to notice.
-		errs = append(errs, b.pub.Close())
-		select {
-		case <-b.outbox.done:
-		case <-time.After(time.Second):
-			b.log.Error("outbox loop still blocked in Publish after the publisher was closed")
-		}
-		errs = append(errs, b.router.Close())
-		<-b.routerDone
-		if any(b.sub) != any(b.pub) { // gochannel is both
-			errs = append(errs, b.sub.Close())
-		}
+		errs = append(errs, b.stop(ctx))
 		b.hub.Close()
 		b.closeErr = errors.Join(errs...)
 	})
 	return b.closeErr
+}
+
+// The steps of stop, as they are reported when abandoned.
+const (
+	stepPublisher = "closing the publisher"
+	stepPublish   = "waiting for the outbox's pending Publish"
+	stepRouter    = "closing the router"
+	stepSub       = "closing the subscriber"
+)
+
+// stop stops the router and closes the publisher and the subscriber; it
+// waits for them until ctx ends, then closeGrace more. They stop
+// independently, so that one hanging does not keep the others from
+// stopping: the publisher, then the outbox loop (which a Publish may
+// hold); the router; the subscriber, at the same time as the router, as
+// Watermill's Router.Close does.
+func (b *Bus) stop(ctx context.Context) error {
+	// Watermill's way to stop a router's subscriptions: cancel the context
+	// it runs with. A subscriber still starting (Kafka, broker down)
+	// gives up, so that Router.Close gets the lock that start holds.
+	b.stopRouter()
+	separateSub := any(b.sub) != any(b.pub) // gochannel is both
+	steps := newCloseSteps(stepPublisher, stepPublish, stepRouter)
+	if separateSub {
+		steps.add(stepSub)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if !separateSub {
+			b.awaitRouterStart() // closing pub closes the subscriber too
+		}
+		steps.do(stepPublisher, b.pub.Close)
+		steps.do(stepPublish, func() error { <-b.outbox.done; return nil })
+	})
+	wg.Go(func() {
+		steps.do(stepRouter, b.closeRouter)
+	})
+	if separateSub {
+		wg.Go(func() {
+			b.awaitRouterStart()
+			steps.do(stepSub, b.sub.Close)
+		})
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+
+	select {
+	case <-done:
+		return steps.err()
+	case <-ctx.Done():
+	}
+	grace := time.NewTimer(closeGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+		return steps.err()
+	case <-grace.C:
+	}
+	for _, a := range []any{b.pub, b.sub} {
+		if a, ok := a.(aborter); ok {
+			a.abort()
+		}
+	}
+	abandoned := strings.Join(steps.left(), ", ")
+	b.log.Error("pub/sub still closing after the deadline: abandoned, to end by itself",
+		"abandoned", abandoned, "grace", closeGrace)
+	return errors.Join(steps.err(), fmt.Errorf("pubsub: close abandoned after the deadline: %s: %w", abandoned, context.Cause(ctx)))
+}
+
+// awaitRouterStart returns once the router's Run has started its handler,
+// or has given up, and reports which. Watermill needs it before anything
+// is closed: it counts a handler as running from the moment it is added,
+// so a Run whose Subscribe fails (the subscriber was closed under it)
+// leaves a goroutine waiting for that handler forever, and Router.Close
+// holds the lock that Run needs to start it while it waits for it to stop
+// (until CloseTimeout, 5s, in vain). Run gets there quickly once its
+// context is cancelled.
+func (b *Bus) awaitRouterStart() (started bool) {
+	select {
+	case <-b.router.Running():
+		return true
+	case <-b.routerDone:
+		return false
+	}
+}
+
+// closeRouter closes the router, once started.
+func (b *Bus) closeRouter() error {
+	if !b.awaitRouterStart() {
+		return nil // Run gave up: nothing to close
+	}
+	err := b.router.Close()
+	<-b.routerDone
+	return err
+}
+
+// aborter is implemented by the adapters of this package that can make
+// what they are still doing fail at once (Kafka: cut their connections),
+// so that the goroutines Close abandons end now rather than after the
+// adapter's own timeouts.
+type aborter interface{ abort() }
+
+// closeSteps records which steps of a shutdown have not finished, and the
+// errors of those that have. It is safe for concurrent use.
+type closeSteps struct {
+	mu   sync.Mutex
+	todo []string
+	errs []error
+}
+
+func newCloseSteps(names ...string) *closeSteps { return &closeSteps{todo: names} }
+
+func (s *closeSteps) add(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.todo = append(s.todo, name)
+}
+
+// do runs the step name and records it as finished.
+func (s *closeSteps) do(name string, step func() error) {
+	err := step()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.todo = slices.DeleteFunc(s.todo, func(n string) bool { return n == name })
+	if err != nil {
+		s.errs = append(s.errs, err)
+	}
+}
+
+// left returns the steps not finished, in the order they were declared.
+func (s *closeSteps) left() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.todo)
+}
+
+// err returns the errors of the steps finished so far.
+func (s *closeSteps) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return errors.Join(s.errs...)
 }

@@ -76,8 +76,12 @@ type KafkaConfig struct {
 	TLS *tls.Config
 	// SASL, when set, authenticates with SASL/PLAIN.
 	SASL *SASLConfig
-	// DialTimeout bounds connecting to a broker and each network round
-	// trip. Default 10s.
+	// DialTimeout bounds connecting to a broker and writing a request.
+	// Waiting for a response is bounded by DialTimeout too, but never by
+	// less than 10s: a broker holds a produce request until every in-sync
+	// replica has the records, up to its 10s acknowledgement timeout.
+	// Default 10s. Readiness probes use 2s; closing the Bus waits for none
+	// of these (see Bus.Close).
 	DialTimeout time.Duration
 	// ReconnectBackoff is the wait between attempts to reach the brokers
 	// again after they became unreachable (consumer side; the producer
@@ -211,6 +215,9 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 	case roleProbe:
 		c.Metadata.Full = false
 		c.Metadata.Retry.Max = 0
+		c.Net.DialTimeout = probeTimeout
+		c.Net.ReadTimeout = probeTimeout
+		c.Net.WriteTimeout = probeTimeout
 	}
 	return c
 }
@@ -257,20 +264,19 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 	logger = logger.With("kafka_topic", kcfg.Topic)
 	wlog := watermillLogger(logger)
 
+	consumerConf := kcfg.sarama(roleConsumer)
+	consumerDialer := useDialer(consumerConf)
 	inner, err := kafka.NewSubscriber(kafka.SubscriberConfig{
 		Brokers:               kcfg.Brokers,
 		Unmarshaler:           lenientUnmarshaler{},
-		OverwriteSaramaConfig: kcfg.sarama(roleConsumer),
+		OverwriteSaramaConfig: consumerConf,
 		ConsumerGroup:         kcfg.ConsumerGroup,
 		ReconnectRetrySleep:   kcfg.ReconnectBackoff,
 	}, wlog)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: subscriber: %w", err)
 	}
-	check := func() error {
-		return probe(kcfg.Brokers, kcfg.Topic, kcfg.sarama(roleProbe))
-	}
-	sub := newRetryingSubscriber(inner, check, kcfg.ReconnectBackoff, logger)
+	sub := newRetryingSubscriber(inner, consumerDialer, kcfg.ConsumerGroup != "", kcfg.probe, kcfg.ReconnectBackoff, logger)
 	pub := newBatchPublisher(kcfg.Brokers, kcfg.sarama(roleProducer), newMarshaler(), sub.attached, logger)
 	probe := newBrokerProbe(kcfg)
 	offsets := newOffsetTracker()

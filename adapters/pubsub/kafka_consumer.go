@@ -13,20 +13,29 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
+// errSubscriberClosed is returned by Subscribe after Close.
+var errSubscriberClosed = errors.New("kafka: subscriber closed")
+
 // retryingSubscriber wraps watermill-kafka's Subscriber so that a Bus can
 // start while no broker answers. watermill-kafka reconnects by itself once
 // it has subscribed, but its first Subscribe fails when it cannot reach a
 // broker, and the router would then stop for good. retryingSubscriber
-// tries once, synchronously (so that with a broker up, reading starts
-// before the router reports running), and otherwise keeps trying in the
-// background and forwards the messages once it succeeds.
+// keeps trying in the background and forwards the messages once it
+// succeeds.
 //
-// Before each attempt it checks that a broker answers with the topic's
-// partitions: watermill-kafka leaks the Sarama client of an attempt that
-// fails after connecting (for instance on a missing topic).
+// Subscribe waits for the first attempt (so that with a broker up, reading
+// starts before the router reports running), but no longer than ctx lasts
+// and the subscriber is open: the router holds its lock meanwhile, and
+// closing the router needs it. Each attempt first checks, within
+// probeTimeout, that a broker answers with the topic's partitions:
+// watermill-kafka leaks the Sarama client of an attempt that fails after
+// connecting (for instance on a missing topic), and it waits out Sarama's
+// full timeouts on a broker that never answers.
 type retryingSubscriber struct {
 	inner   *kafka.Subscriber
-	check   func() error
+	check   func(context.Context) error
+	dialer  *dialer // inner's connections
+	commits bool    // inner is in a consumer group, which commits on Close
 	backoff time.Duration
 	log     *slog.Logger
 
@@ -34,66 +43,99 @@ type retryingSubscriber struct {
 	attached   chan struct{}
 	attachOnce sync.Once
 
-	closing   chan struct{}
+	// life ends when Close is called. mu orders Close after the wg.Add of
+	// a Subscribe that saw the subscriber open: Subscribe and Close may
+	// run at the same time (the Bus closes its subscriber and its router
+	// together).
+	mu        sync.Mutex
+	life      context.Context
+	kill      context.CancelFunc
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 }
 
 var _ message.Subscriber = (*retryingSubscriber)(nil)
 
-func newRetryingSubscriber(inner *kafka.Subscriber, check func() error, backoff time.Duration, log *slog.Logger) *retryingSubscriber {
-	return &retryingSubscriber{
+// newRetryingSubscriber wraps inner, which connects through d and, when
+// commits is set, commits the offsets of a consumer group when it closes.
+func newRetryingSubscriber(inner *kafka.Subscriber, d *dialer, commits bool, check func(context.Context) error, backoff time.Duration, log *slog.Logger) *retryingSubscriber {
+	s := &retryingSubscriber{
 		inner:    inner,
 		check:    check,
+		dialer:   d,
+		commits:  commits,
 		backoff:  backoff,
 		log:      log,
 		attached: make(chan struct{}),
-		closing:  make(chan struct{}),
 	}
+	s.life, s.kill = context.WithCancel(context.Background())
+	return s
 }
 
 // Subscribe implements message.Subscriber. It fails only when the
 // subscriber is closed.
 func (s *retryingSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	select {
-	case <-s.closing:
-		return nil, errors.New("kafka: subscriber closed")
-	default:
+	s.mu.Lock()
+	if s.life.Err() != nil {
+		s.mu.Unlock()
+		return nil, errSubscriberClosed
 	}
-	msgs, err := s.subscribe(ctx, topic)
-	if err == nil {
-		return msgs, nil
-	}
-	s.log.Error("kafka consumer cannot start; retrying in the background", "error", err, "retry_every", s.backoff)
+	s.wg.Add(1)
+	s.mu.Unlock()
+	started := make(chan (<-chan *message.Message)) // a consumer started while Subscribe waits
+	failed := make(chan struct{})                   // the first attempt failed
+	gaveUp := make(chan struct{})                   // Subscribe returned out
 	out := make(chan *message.Message)
-	s.wg.Go(func() {
+	go func() {
+		defer s.wg.Done()
 		defer close(out)
-		msgs := s.retry(ctx, topic)
-		if msgs == nil {
-			return
+		msgs, err := s.subscribe(ctx, topic)
+		if err == nil {
+			select {
+			case started <- msgs:
+				return
+			case <-gaveUp:
+			}
+		} else {
+			close(failed)
+			if s.life.Err() != nil || ctx.Err() != nil {
+				return
+			}
+			s.log.Error("kafka consumer cannot start; retrying in the background", "error", err, "retry_every", s.backoff)
+			if msgs = s.retry(ctx, topic); msgs == nil {
+				return
+			}
 		}
 		for msg := range msgs {
 			select {
 			case out <- msg:
-			case <-s.closing:
+			case <-s.life.Done():
 				return
 			case <-ctx.Done():
 				return
 			}
 		}
-	})
+	}()
+	select {
+	case msgs := <-started:
+		return msgs, nil
+	case <-failed:
+	case <-ctx.Done():
+	case <-s.life.Done():
+	}
+	close(gaveUp)
 	return out, nil
 }
 
 // retry subscribes until it succeeds (and returns the messages) or the
-// subscriber is closed (and returns nil).
+// subscriber is closed or ctx ends (and returns nil).
 func (s *retryingSubscriber) retry(ctx context.Context, topic string) <-chan *message.Message {
 	t := time.NewTicker(s.backoff)
 	defer t.Stop()
 	for attempt := 2; ; attempt++ {
 		select {
 		case <-t.C:
-		case <-s.closing:
+		case <-s.life.Done():
 			return nil
 		case <-ctx.Done():
 			return nil
@@ -103,15 +145,20 @@ func (s *retryingSubscriber) retry(ctx context.Context, topic string) <-chan *me
 			s.log.Info("kafka consumer started", "attempts", attempt)
 			return msgs
 		}
-		if attempt%10 == 0 {
+		if attempt%10 == 0 && s.life.Err() == nil && ctx.Err() == nil {
 			s.log.Error("kafka consumer still cannot start", "error", err, "attempts", attempt)
 		}
 	}
 }
 
-// subscribe makes one attempt.
+// subscribe makes one attempt. Its check gives up when ctx ends or the
+// subscriber closes.
 func (s *retryingSubscriber) subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	if err := s.check(); err != nil {
+	checkCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.life, cancel)
+	defer stop()
+	if err := s.check(checkCtx); err != nil {
 		return nil, err
 	}
 	msgs, err := s.inner.Subscribe(ctx, topic)
@@ -122,16 +169,35 @@ func (s *retryingSubscriber) subscribe(ctx context.Context, topic string) (<-cha
 	return msgs, nil
 }
 
-// Close stops the consumer and the background retries. Idempotent.
+// Close stops the consumer and the background retries. A consumer group
+// that reads the topic is closed gracefully: it commits its offsets. Any
+// other consumer has nothing to hand over, so its connections are cut:
+// it stops at once rather than after a pending fetch (up to 500ms), or
+// after Sarama's timeouts on a broker that does not answer. Idempotent.
 func (s *retryingSubscriber) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
-		close(s.closing)
+		s.mu.Lock()
+		s.kill()
+		s.mu.Unlock()
+		select {
+		case <-s.attached:
+			if !s.commits {
+				s.dialer.cut()
+			}
+		default:
+			s.dialer.cut()
+		}
 		err = s.inner.Close()
 		s.wg.Wait()
 	})
 	return err
 }
+
+// abort cuts the consumer's connections: an attempt to start, or a Close
+// (a consumer group committing on a broker that does not answer), still
+// under way fails at once. See aborter.
+func (s *retryingSubscriber) abort() { s.dialer.cut() }
 
 // offsetTracker remembers, per partition, the offset after the last record
 // dispatched, and recognizes a record read again: a consumer group that
@@ -171,11 +237,50 @@ func (t *offsetTracker) seenAt(partition int32, offset int64) bool {
 	return false
 }
 
+// probeTimeout bounds a check that a broker answers: a readiness probe,
+// and the check before each attempt to start the consumer.
+const probeTimeout = 2 * time.Second
+
+// errNoAnswer is why a probe gave up at probeTimeout.
+var errNoAnswer = fmt.Errorf("no answer within %s", probeTimeout)
+
+// probe checks that a broker answers with the topic's partitions. It
+// connects afresh (an existing connection can look fine to a client long
+// after the broker went away) and gives up after probeTimeout or when ctx
+// ends, whichever comes first, however many round trips Sarama has left.
+func (k KafkaConfig) probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, probeTimeout, errNoAnswer)
+	defer cancel()
+	conf := k.sarama(roleProbe)
+	d := useDialer(conf)
+	stop := context.AfterFunc(ctx, d.cut)
+	defer stop()
+	// gaveUp says why, when ctx ended: Sarama only saw its connections
+	// close.
+	gaveUp := func(err error) error {
+		if cause := context.Cause(ctx); cause != nil {
+			return cause
+		}
+		return err
+	}
+	client, err := sarama.NewClient(k.Brokers, conf)
+	if err != nil {
+		return fmt.Errorf("kafka: no broker answers: %w", gaveUp(err))
+	}
+	defer func() { _ = client.Close() }()
+	partitions, err := client.Partitions(k.Topic)
+	if err != nil {
+		return fmt.Errorf("kafka: topic %q: %w", k.Topic, gaveUp(err))
+	}
+	if len(partitions) == 0 {
+		return fmt.Errorf("kafka: topic %q has no partitions", k.Topic)
+	}
+	return nil
+}
+
 // brokerProbe checks that a broker answers and knows the topic, for the
-// readiness check. It connects afresh each time (an existing connection
-// can look fine to a client long after the broker went away), with short
-// timeouts, and caches the answer briefly so that frequent probes cost one
-// connection.
+// readiness check, and caches the answer briefly so that frequent probes
+// cost one connection.
 type brokerProbe struct {
 	kcfg  KafkaConfig
 	cache time.Duration
@@ -190,42 +295,20 @@ func newBrokerProbe(kcfg KafkaConfig) *brokerProbe {
 }
 
 // check returns nil when a broker answered with the topic's partitions.
-// It blocks for at most the probe timeout (2s, less when ctx has a closer
-// deadline).
+// It blocks for at most probeTimeout, less when ctx ends sooner.
 func (p *brokerProbe) check(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.checked.IsZero() && time.Since(p.checked) < p.cache {
 		return p.err
 	}
-	timeout := 2 * time.Second
-	if deadline, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(deadline))
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	if timeout <= 0 {
-		return context.DeadlineExceeded
+	err := p.kcfg.probe(ctx)
+	if ctx.Err() != nil {
+		return err // the caller gave up: say nothing about the broker
 	}
-	kcfg := p.kcfg
-	kcfg.DialTimeout = timeout
-	conf := kcfg.sarama(roleProbe)
-	conf.Net.ReadTimeout = timeout
-	p.err = probe(kcfg.Brokers, kcfg.Topic, conf)
-	p.checked = time.Now()
-	return p.err
-}
-
-func probe(brokers []string, topic string, conf *sarama.Config) error {
-	client, err := sarama.NewClient(brokers, conf)
-	if err != nil {
-		return fmt.Errorf("kafka: no broker answers: %w", err)
-	}
-	defer func() { _ = client.Close() }()
-	partitions, err := client.Partitions(topic)
-	if err != nil {
-		return fmt.Errorf("kafka: topic %q: %w", topic, err)
-	}
-	if len(partitions) == 0 {
-		return fmt.Errorf("kafka: topic %q has no partitions", topic)
-	}
-	return nil
+	p.err, p.checked = err, time.Now()
+	return err
 }

@@ -195,3 +195,58 @@ func rejectProduce(req *kmsg.ProduceRequest) kmsg.Response {
 }
 
 var _ kafka.Marshaler = marshaler{}
+
+// A Publish stuck on a broker that takes produce requests and never
+// answers does not hold Close up: Close cuts its connections, and both
+// return at once (they used to wait for Sarama's read timeouts and
+// retries, about a minute).
+func TestBatchPublisherCloseDoesNotWaitForAHungPublish(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, DefaultTopic))
+	require.NoError(t, err)
+	defer cluster.Close()
+	kcfg := KafkaConfig{Brokers: cluster.ListenAddrs()}
+	kcfg.setDefaults("")
+	attached := make(chan struct{})
+	close(attached)
+	pub := newBatchPublisher(kcfg.Brokers, kcfg.sarama(roleProducer), newMarshaler(), attached, slog.New(slog.DiscardHandler))
+
+	produced := make(chan struct{}, 1)
+	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		select {
+		case produced <- struct{}{}:
+		default:
+		}
+		return nil, nil, true // swallowed: no answer, ever
+	})
+	published := make(chan error, 1)
+	go func() { published <- pub.Publish(DefaultTopic, testEvent(t, "hung", 1)) }()
+	select {
+	case <-produced:
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the produce request never reached the broker")
+	}
+
+	start := time.Now()
+	closed := make(chan error, 1)
+	go func() { closed <- pub.Close() }()
+	select {
+	case <-closed:
+		t.Logf("Close returned after %s", time.Since(start).Round(time.Millisecond))
+	case <-time.After(3 * time.Second):
+		require.FailNow(t, "Close waited for the hung Publish")
+	}
+	select {
+	case err := <-published:
+		require.Error(t, err, "the hung Publish failed")
+		t.Logf("Publish returned after %s: %v", time.Since(start).Round(time.Millisecond), err)
+	case <-time.After(3 * time.Second):
+		require.FailNow(t, "the hung Publish did not end")
+	}
+	require.ErrorIs(t, pub.Publish(DefaultTopic, testEvent(t, "hung", 2)), errPublisherClosed)
+}
+
+var (
+	_ aborter = (*batchPublisher)(nil)
+	_ aborter = (*retryingSubscriber)(nil)
+)

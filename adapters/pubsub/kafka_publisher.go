@@ -40,11 +40,12 @@ var errPublisherClosed = errors.New("kafka: publisher closed")
 //     puts an older state of a project after a newer one.
 //
 // It is safe for concurrent use, but calls are serialized: the outbox loop
-// is its only caller. Close waits for a pending Publish to end, which the
-// producer's retry budget bounds.
+// is its only caller. Close does not wait for a pending Publish to run its
+// course: it cuts the producer's connections, so the call fails at once.
 type batchPublisher struct {
 	brokers   []string
 	conf      *sarama.Config
+	dialer    *dialer // makes, and on Close cuts, the producer's connections
 	marshaler kafka.Marshaler
 	gate      <-chan struct{}
 	log       *slog.Logger
@@ -57,10 +58,15 @@ type batchPublisher struct {
 	producer sarama.SyncProducer
 	// acked holds the UUIDs of messages acknowledged by a failed call.
 	acked map[string]struct{}
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
+// newBatchPublisher returns a publisher to brokers. It connects through a
+// dialer of its own, set on conf.
 func newBatchPublisher(brokers []string, conf *sarama.Config, m kafka.Marshaler, gate <-chan struct{}, log *slog.Logger) *batchPublisher {
-	return &batchPublisher{brokers: brokers, conf: conf, marshaler: m, gate: gate, log: log, acked: map[string]struct{}{}}
+	return &batchPublisher{brokers: brokers, conf: conf, dialer: useDialer(conf), marshaler: m, gate: gate, log: log, acked: map[string]struct{}{}}
 }
 
 // Publish sends msgs to topic and returns when every one of them is
@@ -181,16 +187,30 @@ func (p *batchPublisher) disconnect() error {
 	return err
 }
 
-// Close closes the producer after a pending Publish returns. Idempotent.
+// abort cuts the producer's connections: a Publish, or a Close, still
+// under way fails at once. See aborter.
+func (p *batchPublisher) abort() { p.dialer.cut() }
+
+// Close closes the producer. A pending Publish is not waited for: the
+// caller (the outbox) has given up on it, and against a broker that
+// accepts requests but never answers it would hold mu through Sarama's
+// read timeouts and retries, tens of seconds. Close cuts its connections
+// instead, so it fails at once (see dialer), then closes the producer.
+// Idempotent; later calls return the first call's result.
 func (p *batchPublisher) Close() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return nil
-	}
-	p.closed = true
-	if err := p.disconnect(); err != nil {
-		return fmt.Errorf("kafka: closing the producer: %w", err)
-	}
-	return nil
+	p.closeOnce.Do(func() {
+		// TryLock tells whether a Publish holds mu; a Publish that starts
+		// after it finds the publisher closed.
+		if !p.mu.TryLock() {
+			p.dialer.cut()
+			p.mu.Lock()
+		}
+		defer p.mu.Unlock()
+		p.closed = true
+		if err := p.disconnect(); err != nil {
+			p.closeErr = fmt.Errorf("kafka: closing the producer: %w", err)
+		}
+		p.dialer.cut() // nothing left to cut: refuses later connections
+	})
+	return p.closeErr
 }

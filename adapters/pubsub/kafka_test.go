@@ -26,6 +26,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.uber.org/goleak"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
@@ -500,6 +502,156 @@ func TestKafkaCloseWithoutBrokerReportsUnpublishedEvents(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Regexp(t, `0 queued events not published before the deadline, and 1 still being published|1 queued events not published`, err.Error(),
 		"Close says the event was not published")
+}
+
+// closeWithin closes bus with a deadline and fails the test unless Close
+// returns within limit: a generous liveness bound, not a timing.
+func closeWithin(t *testing.T, bus *pubsub.Bus, deadline, limit time.Duration) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	start := time.Now()
+	closed := make(chan error, 1)
+	go func() { closed <- bus.Close(ctx) }()
+	select {
+	case err := <-closed:
+		t.Logf("Close with a %s deadline returned after %s: %v", deadline, time.Since(start).Round(time.Millisecond), err)
+		return err
+	case <-time.After(limit):
+		require.FailNow(t, "Close ignored its deadline", "still closing after %s, with a %s deadline", limit, deadline)
+		return nil
+	}
+}
+
+// A broker that accepts connections and never answers, from the start:
+// the consumer's first attempt is under way when Close is called. Close
+// keeps its deadline (it took 30s: the attempt held the router's lock
+// through Sarama's timeouts, and Router.Close needs it), stops everything
+// and leaves no connection behind.
+func TestKafkaCloseWithHungBrokerAtStart(t *testing.T) {
+	broker := pubsubtest.NewHungBroker(t)
+	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: []string{broker.Addr()}}, testLogger())
+	require.NoError(t, err)
+	require.NoError(t, bus.BroadcastProjectUpdate(testProject("hung-start-1", 1)))
+	require.Eventually(t, func() bool { return broker.Accepted() > 0 }, 5*time.Second, 5*time.Millisecond,
+		"the consumer tries the broker")
+
+	err = closeWithin(t, bus, time.Second, 3*time.Second)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.Error(), "1 queued events not published", "Close says the event was not published")
+	assert.NotContains(t, err.Error(), "abandoned", "nothing was left stopping")
+	require.Eventually(t, func() bool { return broker.Open() == 0 }, time.Second, 5*time.Millisecond,
+		"every connection to the hung broker is closed: nothing waits on it any more")
+}
+
+// With a hung broker, the consumer's first attempt gives up within the
+// probe timeout (2s; it took 30s), so the router runs and the Bus reports
+// the consumer, not the router, as not ready; the consumer retries in the
+// background, and Close still keeps its deadline.
+func TestKafkaRouterRunsWithHungBroker(t *testing.T) {
+	broker := pubsubtest.NewHungBroker(t)
+	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: []string{broker.Addr()}, ReconnectBackoff: 200 * time.Millisecond}, testLogger())
+	require.NoError(t, err)
+	var ready error
+	require.Eventually(t, func() bool {
+		ready = bus.Ready(context.Background())
+		return ready != nil && strings.Contains(ready.Error(), "consumer not connected")
+	}, 5*time.Second, 10*time.Millisecond, "the router runs, waiting for the consumer")
+
+	err = closeWithin(t, bus, time.Second, 3*time.Second)
+	require.NoError(t, err, "nothing was queued, and everything stopped")
+	require.Eventually(t, func() bool { return broker.Open() == 0 }, time.Second, 5*time.Millisecond,
+		"every connection to the hung broker is closed")
+}
+
+// The broker stops answering produce requests while a batch is being
+// published. Close keeps its deadline (it took a minute: closing the
+// publisher waited for the pending Publish through Sarama's timeouts and
+// retries) and reports the event as lost.
+func TestKafkaCloseWithBrokerThatStopsAnsweringProduce(t *testing.T) {
+	cluster := startKafka(t)
+	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: cluster.ListenAddrs()}, testLogger())
+	require.NoError(t, err)
+	awaitReady(t, bus)
+	produced := make(chan struct{}, 1)
+	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		select {
+		case produced <- struct{}{}:
+		default:
+		}
+		return nil, nil, true // swallowed: never answered
+	})
+	require.NoError(t, bus.BroadcastProjectUpdate(testProject("hung-produce-1", 1)))
+	select {
+	case <-produced:
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "the produce request never reached the broker")
+	}
+
+	err = closeWithin(t, bus, time.Second, 3*time.Second)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.Error(), "1 still being published", "Close says the event was not published")
+	assert.NotContains(t, err.Error(), "abandoned", "the pending Publish was cut, not abandoned")
+}
+
+// A consumer group is closed gracefully (it commits its offsets), so a
+// broker that stops answering after the group joined holds its Close up
+// through Sarama's timeouts. Bus.Close abandons it at the deadline plus
+// the grace, says so, and cuts its connections: the goroutines left
+// behind end at once, not ~18s later.
+func TestKafkaCloseAbandonsAConsumerGroupOnAHungBroker(t *testing.T) {
+	cluster := startKafka(t, kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: cluster.ListenAddrs(), ConsumerGroup: "hung"}, testLogger())
+	require.NoError(t, err)
+	in := kafkaInbox(t, bus)
+	awaitReady(t, bus)
+	// Ignore the goroutines that were there before, and the broker's.
+	before := goleak.IgnoreCurrent()
+	for _, key := range []kmsg.Key{kmsg.Fetch, kmsg.Metadata, kmsg.FindCoordinator, kmsg.JoinGroup, kmsg.SyncGroup,
+		kmsg.Heartbeat, kmsg.OffsetFetch, kmsg.OffsetCommit, kmsg.LeaveGroup} {
+		cluster.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
+			cluster.KeepControl()
+			return nil, nil, true // swallowed: never answered
+		})
+	}
+
+	err = closeWithin(t, bus, 500*time.Millisecond, 3*time.Second)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.Error(), "abandoned after the deadline: closing the router, closing the subscriber")
+	_ = in.Close()
+	goleak.VerifyNone(t, before,
+		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
+		goleak.IgnoreAnyFunction("github.com/eapache/go-resiliency/breaker.(*Breaker).timer"))
+}
+
+// Closing a Bus right after it starts, before its router has started the
+// handler, is prompt and leaves no goroutine behind (goleak). Watermill's
+// router makes that a trap: its Close can wait 5s for a handler that its
+// Run cannot start meanwhile, and a Run whose Subscribe fails leaks.
+func TestCloseRightAfterStart(t *testing.T) {
+	cluster := startKafka(t)
+	for _, tc := range []struct {
+		name string
+		new  func() (*pubsub.Bus, error)
+	}{
+		{"memory", func() (*pubsub.Bus, error) { return pubsub.NewInMemory(pubsub.Config{}, nil) }},
+		{"kafka", func() (*pubsub.Bus, error) {
+			return pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: cluster.ListenAddrs()}, nil)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 20 {
+				bus, err := tc.new()
+				require.NoError(t, err)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				start := time.Now()
+				require.NoError(t, bus.Close(ctx))
+				cancel()
+				require.Less(t, time.Since(start), 3*time.Second, "Close is prompt")
+			}
+		})
+	}
 }
 
 // selfSignedTLS returns a server config with a certificate for 127.0.0.1

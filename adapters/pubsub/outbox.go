@@ -149,10 +149,21 @@ func (o *outbox) depth() int { return o.queue.Len() }
 // run is the outbox loop, the only caller of Publish.
 func (o *outbox) run() {
 	defer close(o.done)
-	select {
-	case <-o.gate:
-	case <-o.abort:
-		return
+	// Until the gate opens there is nobody to publish to; Close, with
+	// nothing queued, has nothing to wait for either.
+	stop := o.stop
+	for open := false; !open; {
+		select {
+		case <-o.gate:
+			open = true
+		case <-stop:
+			if o.queue.Len() == 0 {
+				return
+			}
+			stop = nil // flush what is queued once the gate opens
+		case <-o.abort:
+			return
+		}
 	}
 	var batch []*message.Message
 	for {
@@ -244,6 +255,9 @@ func (o *outbox) close(ctx context.Context) error {
 	}
 	o.mu.Unlock()
 	left := o.queue.Take(nil, 0)
+	if len(left) == 0 && inFlight == 0 {
+		return nil // the loop had nothing left to publish
+	}
 	o.metrics.Dropped("closed", len(left))
 	if n := inFlight; n > 0 {
 		return fmt.Errorf("outbox: %d queued events not published before the deadline, and %d still being published: %w", len(left), n, ctx.Err())

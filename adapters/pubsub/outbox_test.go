@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -266,6 +267,68 @@ func TestCloseHonoursItsDeadlineWithABlockedPublisher(t *testing.T) {
 	assert.Contains(t, err.Error(), "9 queued events not published")
 	assert.Equal(t, float64(10), counterValue(t, reg, "statusbroadcaster_events_dropped_total", "closed"),
 		"the 9 queued and the 1 in flight are counted as lost")
+}
+
+// stuckPublisher is a publisher whose Close does not return until
+// released: an adapter that hangs on its way out.
+type stuckPublisher struct {
+	message.Publisher
+	release chan struct{}
+}
+
+func (p stuckPublisher) Close() error {
+	<-p.release
+	return p.Publisher.Close()
+}
+
+// lockedBuffer is a log sink safe for concurrent writers.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Close keeps its deadline whatever the adapter does: what does not stop
+// in time is abandoned, logged and named in the error, and every
+// subscription still ends.
+func TestCloseAbandonsAnAdapterThatDoesNotStop(t *testing.T) {
+	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, nil)
+	pub := stuckPublisher{Publisher: ch, release: make(chan struct{})}
+	logs := &lockedBuffer{}
+	bus, err := pubsub.New(pubsub.Config{}, pub, ch, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelError})))
+	require.NoError(t, err)
+	in := subscribeAll(t, bus)
+	require.Eventually(t, func() bool { return bus.Ready(context.Background()) == nil }, 5*time.Second, time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- bus.Close(ctx) }()
+	select {
+	case err = <-closed:
+	case <-time.After(3 * time.Second):
+		close(pub.release)
+		require.FailNow(t, "Close waited for the stuck publisher")
+	}
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.Error(), "abandoned after the deadline: closing the publisher, waiting for the outbox's pending Publish")
+	assert.NotContains(t, err.Error(), "closing the router", "the router stopped")
+	assert.Contains(t, logs.String(), "abandoned")
+	_, open := <-in.Events()
+	assert.False(t, open, "the subscription ended")
+	assert.Equal(t, err, bus.Close(context.Background()), "later calls return the first call's result")
+	close(pub.release) // the abandoned goroutines end: goleak checks
 }
 
 // A message on the physical topic that is not a valid event is skipped and

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
 
@@ -293,4 +294,51 @@ func metric(t *testing.T, base, sample string) float64 {
 		}
 	}
 	return 0
+}
+
+// With a broker that accepts connections and never answers, statusd still
+// stops within the README's 5 seconds of SIGTERM (it took 28s: closing the
+// pub/sub waited out Sarama's timeouts). With nothing queued the shutdown
+// is clean; with events that cannot be published it is unclean, logged,
+// and still ends with exit status 0 at the shutdown timeout.
+func TestKafkaShutdownWithHungBroker(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		queue   bool
+		args    []string
+		limit   time.Duration
+		logLine string
+	}{
+		{"nothing queued, default shutdown timeout", false, nil, 5 * time.Second, "stopped"},
+		{"an event queued", true, []string{"--shutdown-timeout", "1s"}, 3 * time.Second, "unclean shutdown"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			broker := pubsubtest.NewHungBroker(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			logs := &syncBuffer{}
+			done := make(chan error, 1)
+			args := append([]string{"--addr", "127.0.0.1:0", "--pubsub", "kafka", "--kafka-brokers", broker.Addr()}, tc.args...)
+			go func() { done <- run(ctx, args, env(nil), logs) }()
+			url := waitForURL(t, logs.String)
+			require.Eventually(t, func() bool { return broker.Accepted() > 0 }, 5*time.Second, 5*time.Millisecond,
+				"statusd tries the broker")
+			assert.Equal(t, http.StatusServiceUnavailable, status(t, url+"/readyz"))
+			if tc.queue {
+				post(t, url, postedProject(0, 1))
+			}
+
+			start := time.Now()
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err, "exit status 0; logs:\n%s", logs.String())
+				t.Logf("stopped %s after the signal", time.Since(start).Round(time.Millisecond))
+			case <-time.After(tc.limit):
+				require.FailNow(t, "statusd did not stop in time", "limit %s; logs:\n%s", tc.limit, logs.String())
+			}
+			assert.Contains(t, logs.String(), tc.logLine)
+			assert.NotContains(t, logs.String(), "abandoned")
+		})
+	}
 }

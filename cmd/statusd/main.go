@@ -170,7 +170,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
-		_ = bus.Close(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdown)
+		defer cancel()
+		_ = bus.Close(ctx)
 		return err
 	}
 	logger.Info("listening on "+listenURL(ln.Addr()), "pubsub", cfg.pubsub, "demo", cfg.demo)
