@@ -295,8 +295,8 @@ const closeGrace = 500 * time.Millisecond
 //
 // Close returns by ctx's deadline plus half a second, whatever the
 // adapter does. What is still stopping then (the publisher, the outbox's
-// pending Publish, the router, the subscriber) is abandoned: Close logs
-// it and reports it in the error, and the goroutines left behind end by
+// pending Publish, the router, the subscriber) is abandoned: Close
+// reports it in the error (the caller logs it, once), and the goroutines left behind end by
 // themselves once the adapter's own timeouts expire (Kafka: Sarama's read
 // timeouts and retries, tens of seconds). The Kafka adapter does not make
 // them wait that long: Close cuts its connections when it abandons it, so
@@ -379,8 +379,6 @@ func (b *Bus) stop(ctx context.Context) error {
 		}
 	}
 	abandoned := strings.Join(steps.left(), ", ")
-	b.log.Error("pub/sub still closing after the deadline: abandoned, to end by itself",
-		"abandoned", abandoned, "grace", closeGrace)
 	return errors.Join(steps.err(), fmt.Errorf("pubsub: close abandoned after the deadline: %s: %w", abandoned, context.Cause(ctx)))
 }
 

@@ -48,7 +48,7 @@ type KafkaConfig struct {
 	Brokers []string
 	// Topic is the Kafka topic every event travels on. Default: the Bus
 	// Config's Topic, which defaults to DefaultTopic. The topic must exist
-	// (it is not created automatically); see docs/kafka.md for the
+	// (it is not created automatically); see the README (section Kafka) for the
 	// recommended settings (cleanup.policy=compact, several partitions).
 	Topic string
 	// ClientID names this process to the brokers (logs, quotas). Default
