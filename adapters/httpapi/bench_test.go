@@ -40,6 +40,13 @@ func (w countingWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// hubOnly serves streams straight from a hub, with no broadcaster behind
+// POST /events (the benchmark dispatches to the hub itself).
+type hubOnly struct {
+	*fanout.Hub
+	domain.StatusBroadcaster
+}
+
 // BenchmarkStreams measures the gateway's cost per event per client: one
 // op is one event delivered to every one of the streams, events arriving
 // in bursts of 64. ns/op divided by the number of streams is the cost of
@@ -50,7 +57,7 @@ func BenchmarkStreams(b *testing.B) {
 		b.Run(fmt.Sprintf("streams=%d", clients), func(b *testing.B) {
 			hub := fanout.NewHub(fanout.Config{QueueSize: 1 << 14})
 			defer hub.Close()
-			api := httpapi.New(httpapi.Config{Heartbeat: time.Hour, MaxClients: clients}, nil, hub, nil)
+			api := httpapi.New(httpapi.Config{Heartbeat: time.Hour, MaxClients: clients}, hubOnly{Hub: hub}, nil)
 			ctx, cancel := context.WithCancel(context.Background())
 			var frames, writes atomic.Int64
 			var wg sync.WaitGroup

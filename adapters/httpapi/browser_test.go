@@ -95,7 +95,7 @@ func newRestartableGateway(t *testing.T, cfg httpapi.Config) *restartableGateway
 	bus, err := pubsub.NewInMemory(pubsub.Config{}, nil)
 	require.NoError(t, err)
 	g := &restartableGateway{t: t, bus: bus, cfg: cfg}
-	g.front.api.Store(httpapi.New(cfg, bus, bus.Hub(), nil))
+	g.front.api.Store(httpapi.New(cfg, bus, nil))
 	g.start("127.0.0.1:0")
 	t.Cleanup(func() {
 		g.stop()
@@ -133,7 +133,7 @@ func (g *restartableGateway) stop() {
 	<-g.done
 	g.srv = nil
 	// A closed API refuses streams for good; the next start gets a new one.
-	g.front.api.Store(httpapi.New(g.cfg, g.bus, g.bus.Hub(), nil))
+	g.front.api.Store(httpapi.New(g.cfg, g.bus, nil))
 }
 
 func (g *restartableGateway) url(path string) string { return "http://" + g.addr + path }
@@ -317,7 +317,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	g.broadcast(t, shop, domain.StatusReady, "")
 	g.broadcast(t, chat, domain.StatusFailed, "mix compile failed: undefined function foo/0 (lib/app.ex:42)")
 	settleHub(t, g.bus, "p-chat", domain.StatusFailed)
-	g.front.api.Store(httpapi.New(g.cfg, g.bus, g.bus.Hub(), nil))
+	g.front.api.Store(httpapi.New(g.cfg, g.bus, nil))
 	waitUntil("live again after the refusal", state+` === 'live' && +document.getElementById('event-count').dataset.count >= `+fmt.Sprint(before+3))
 	assert.Equal(t, before+3, count(), "the manual reconnection resumed from the last id too")
 	r = rows()
@@ -353,7 +353,7 @@ func TestDashboardInBrowser(t *testing.T) {
 func settleHub(t *testing.T, bus *pubsub.Bus, id string, st domain.Status) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		e, ok := bus.Hub().Latest(id)
+		e, ok := bus.Latest(id)
 		return ok && e.Event.Project.Status == st
 	}, waitFor, time.Millisecond)
 }

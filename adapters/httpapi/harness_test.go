@@ -45,7 +45,7 @@ func newGateway(t *testing.T, tweak func(*pubsub.Config, *httpapi.Config)) *gate
 	if apiCfg.Ready == nil {
 		apiCfg.Ready = bus.Ready
 	}
-	g.api = httpapi.New(apiCfg, bus, bus.Hub(), nil)
+	g.api = httpapi.New(apiCfg, bus, nil)
 	g.srv = httptest.NewUnstartedServer(g.api)
 	g.srv.Config.RegisterOnShutdown(g.api.CloseStreams)
 	g.srv.Start()

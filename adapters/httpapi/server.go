@@ -84,12 +84,11 @@ func (c *Config) setDefaults() {
 // http.Server shuts down (http.Server.RegisterOnShutdown), because
 // Shutdown waits for handlers and stream handlers only return when told.
 type Server struct {
-	cfg         Config
-	broadcaster domain.StatusBroadcaster
-	hub         *fanout.Hub
-	log         *slog.Logger
-	handler     http.Handler
-	retryLine   []byte // "retry: <ms>\n\n", the start of every stream
+	cfg       Config
+	bus       Bus
+	log       *slog.Logger
+	handler   http.Handler
+	retryLine []byte // "retry: <ms>\n\n", the start of every stream
 
 	streams atomic.Int64 // open streams, for MaxClients
 	// closing is done once CloseStreams was called.
@@ -97,19 +96,30 @@ type Server struct {
 	closeStreams context.CancelFunc
 }
 
-// New returns the HTTP API: POST /events broadcasts through broadcaster,
-// streams and latest-state queries read hub.
-func New(cfg Config, broadcaster domain.StatusBroadcaster, hub *fanout.Hub, logger *slog.Logger) *Server {
+// Bus is what the HTTP API serves: the StatusBroadcaster that POST /events
+// broadcasts through, and the fan-out hub's side that streams and
+// latest-state queries read (package fanout). *pubsub.Bus implements it.
+type Bus interface {
+	domain.StatusBroadcaster
+	// Subscribe registers a stream with its snapshot or replay.
+	Subscribe(opts fanout.SubscribeOptions) (*fanout.Subscription, error)
+	// Latest returns the latest event of a project.
+	Latest(projectID string) (*fanout.Entry, bool)
+	// LatestAll returns the latest event of every project remembered.
+	LatestAll() []*fanout.Entry
+}
+
+// New returns the HTTP API on bus.
+func New(cfg Config, bus Bus, logger *slog.Logger) *Server {
 	cfg.setDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:         cfg,
-		broadcaster: broadcaster,
-		hub:         hub,
-		log:         logger,
-		retryLine:   []byte("retry: " + strconv.FormatInt(cfg.Retry.Milliseconds(), 10) + "\n\n"),
+		cfg:       cfg,
+		bus:       bus,
+		log:       logger,
+		retryLine: []byte("retry: " + strconv.FormatInt(cfg.Retry.Milliseconds(), 10) + "\n\n"),
 	}
 	s.closing, s.closeStreams = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
@@ -167,9 +177,9 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	switch ev.Type {
 	case domain.EventProjectError:
-		err = s.broadcaster.BroadcastProjectError(ev.Project, ev.Error)
+		err = s.bus.BroadcastProjectError(ev.Project, ev.Error)
 	default:
-		err = s.broadcaster.BroadcastProjectUpdate(ev.Project)
+		err = s.bus.BroadcastProjectUpdate(ev.Project)
 	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -179,7 +189,7 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listProjects(w http.ResponseWriter, _ *http.Request) {
-	entries := s.hub.LatestAll()
+	entries := s.bus.LatestAll()
 	projects := make([]domain.Project, 0, len(entries))
 	for _, e := range entries {
 		projects = append(projects, e.Event.Project)
@@ -194,7 +204,7 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	e, ok := s.hub.Latest(id)
+	e, ok := s.bus.Latest(id)
 	if !ok {
 		writeError(w, http.StatusNotFound, "no project "+id+" has been broadcast")
 		return

@@ -51,7 +51,7 @@ func newSSEGatewayWith(t testing.TB, busCfg pubsub.Config, cfg httpapi.Config, w
 	t.Helper()
 	bus, err := pubsub.NewInMemory(busCfg, nil)
 	require.NoError(t, err)
-	api := httpapi.New(cfg, bus, bus.Hub(), nil)
+	api := httpapi.New(cfg, bus, nil)
 	srv := httptest.NewUnstartedServer(api)
 	srv.Config.RegisterOnShutdown(api.CloseStreams)
 	if wrap != nil {
@@ -108,7 +108,7 @@ func (g *sseGateway) update(t testing.TB, id string, n int) {
 func (g *sseGateway) settle(t testing.TB, id string, n int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		e, ok := g.bus.Hub().Latest(id)
+		e, ok := g.bus.Latest(id)
 		return ok && e.Event.Project.Name == versioned(id, n).Name
 	}, waitFor, time.Millisecond, "version %d of %s was not dispatched", n, id)
 }

@@ -87,7 +87,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	}
 	defer s.streams.Add(-1)
 
-	sub, err := s.hub.Subscribe(fanout.SubscribeOptions{
+	sub, err := s.bus.Subscribe(fanout.SubscribeOptions{
 		Topics:      topics,
 		QueueSize:   s.cfg.QueueSize,
 		Snapshot:    snapshot,

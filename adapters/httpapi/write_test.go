@@ -84,7 +84,7 @@ func TestQueuedEventsGoOutInOneWrite(t *testing.T) {
 	t.Parallel()
 	hub := fanout.NewHub(fanout.Config{})
 	defer hub.Close()
-	api := httpapi.New(httpapi.Config{Heartbeat: time.Hour}, nil, hub, nil)
+	api := httpapi.New(httpapi.Config{Heartbeat: time.Hour}, hubOnly{Hub: hub}, nil)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	w := newSteppedWriter()
@@ -125,7 +125,7 @@ func TestEveryClientGetsTheSameFrameBytes(t *testing.T) {
 	// JSON on one data line.
 	hub := fanout.NewHub(fanout.Config{})
 	defer hub.Close()
-	api := httpapi.New(httpapi.Config{Heartbeat: time.Hour}, nil, hub, nil)
+	api := httpapi.New(httpapi.Config{Heartbeat: time.Hour}, hubOnly{Hub: hub}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	var writers []*steppedWriter
 	var dones []chan struct{}

@@ -257,9 +257,19 @@ func (b *Bus) NewInbox() (ports.Inbox, error) {
 	return b.hold.wrap(in), nil
 }
 
-// Hub returns the fan-out hub, for adapters that subscribe with snapshots
-// and resume (the SSE gateway) or read the latest state.
-func (b *Bus) Hub() *fanout.Hub { return b.hub }
+// Subscribe registers a subscription on the fan-out hub with a snapshot
+// or a replay (the SSE gateway's streams); see fanout.Hub.Subscribe. The
+// library API's subscribers are inboxes (NewInbox).
+func (b *Bus) Subscribe(opts fanout.SubscribeOptions) (*fanout.Subscription, error) {
+	return b.hub.Subscribe(opts)
+}
+
+// Latest returns the latest event of a project this Bus has delivered.
+func (b *Bus) Latest(projectID string) (*fanout.Entry, bool) { return b.hub.Latest(projectID) }
+
+// LatestAll returns the latest event of every project this Bus remembers,
+// least recently updated first.
+func (b *Bus) LatestAll() []*fanout.Entry { return b.hub.LatestAll() }
 
 // OutboxDepth returns the number of events waiting to be published.
 func (b *Bus) OutboxDepth() int { return b.outbox.depth() }

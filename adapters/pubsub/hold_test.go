@@ -30,7 +30,7 @@ func TestHoldUntilSubscribedDeliversEverythingToTheFirstInbox(t *testing.T) {
 	require.NoError(t, err)
 	defer in.Close()
 	time.Sleep(200 * time.Millisecond) // an inbox without topics does not release the hold
-	_, dispatched := bus.Hub().Latest("held-1")
+	_, dispatched := bus.Latest("held-1")
 	assert.False(t, dispatched, "nothing is dispatched before an inbox subscribes")
 
 	require.NoError(t, in.SubscribeToProject("held-1"))

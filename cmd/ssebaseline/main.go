@@ -226,7 +226,7 @@ func gateway(pad string, cfg pubsub.Config) (http.Handler, string, func(int) err
 	if err != nil {
 		return nil, "", nil, nil, err
 	}
-	api := httpapi.New(httpapi.Config{}, bus, bus.Hub(), nil)
+	api := httpapi.New(httpapi.Config{}, bus, nil)
 	publish := func(i int) error {
 		return bus.BroadcastProjectUpdate(project(i, pad))
 	}

@@ -159,7 +159,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		Metrics:      m,
 		Gatherer:     reg,
 		Ready:        bus.Ready,
-	}, bus, bus.Hub(), logger)
+	}, bus, logger)
 	srv := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestLoadAgainstAGateway(t *testing.T) {
 	bus, err := pubsub.NewInMemory(pubsub.Config{}, nil)
 	require.NoError(t, err)
-	api := httpapi.New(httpapi.Config{}, bus, bus.Hub(), nil)
+	api := httpapi.New(httpapi.Config{}, bus, nil)
 	srv := httptest.NewServer(api)
 	defer func() {
 		api.CloseStreams()
