@@ -107,14 +107,15 @@ func TestMarshalerSetsKeyAndHeaders(t *testing.T) {
 	assert.Error(t, err, "a message without project id cannot be keyed")
 }
 
-// readTopic reads n records of topic from its start.
-func readTopic(t *testing.T, brokers []string, topic string, n int) []*kgo.Record {
+// ReadTopic reads n records of topic from its start. It is exported for
+// the package's external tests (test builds only).
+func ReadTopic(t *testing.T, brokers []string, topic string, n int) []*kgo.Record {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	require.NoError(t, err)
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var recs []*kgo.Record
 	for len(recs) < n {
@@ -156,7 +157,7 @@ func TestBatchPublisherRetrySendsOnlyWhatWasNotAcknowledged(t *testing.T) {
 	require.NoError(t, pub.Publish(DefaultTopic, batch...), "the outbox retries the same batch")
 
 	var got []string
-	for _, r := range readTopic(t, kcfg.Brokers, DefaultTopic, len(batch)) {
+	for _, r := range ReadTopic(t, kcfg.Brokers, DefaultTopic, len(batch)) {
 		got = append(got, string(r.Key)+"/"+headerValue(r, HeaderCEID))
 	}
 	var want []string

@@ -258,20 +258,7 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 
 // kafkaRecords reads n records of the topic from its start.
 func kafkaRecords(t *testing.T, brokers []string, n int) []*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(pubsub.DefaultTopic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	require.NoError(t, err)
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var recs []*kgo.Record
-	for len(recs) < n {
-		fs := cl.PollFetches(ctx)
-		require.NoError(t, ctx.Err(), "got %d of %d records", len(recs), n)
-		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
-	}
-	return recs
+	return pubsub.ReadTopic(t, brokers, pubsub.DefaultTopic, n)
 }
 
 func TestKafkaOrderPerProjectAcrossPartitionsWithConcurrentProducers(t *testing.T) {
