@@ -40,7 +40,10 @@ type StepError struct {
 	Err    error
 }
 
+// Error says which step failed and why.
 func (e *StepError) Error() string { return fmt.Sprintf("%s: %v", e.Status, e.Err) }
+
+// Unwrap returns the step's own error.
 func (e *StepError) Unwrap() error { return e.Err }
 
 // Run takes the project projectID through steps: before each step it sets
