@@ -273,9 +273,12 @@ func TestTwoGatewaysOnOneBrokerThroughAnOutage(t *testing.T) {
 		for i := 1; i < len(a); i++ {
 			assert.False(t, a[i].UpdatedAt.Before(a[i-1].UpdatedAt), "demo project %s out of order on gateway a", id)
 		}
+		// Each stream was read until the posted events were in; a demo
+		// project on another partition may be further along on one of them.
 		b := seen[1][id]
-		n := min(len(a), len(b))
-		assert.Equal(t, a[:n], b[:n], "demo project %s: both gateways stream the same events", id)
+		if n := min(len(a), len(b)); n > 0 {
+			assert.Equal(t, a[:n], b[:n], "demo project %s: both gateways stream the same events", id)
+		}
 	}
 }
 
