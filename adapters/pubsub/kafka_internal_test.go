@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
 
@@ -211,15 +212,7 @@ func TestBatchPublisherCloseDoesNotWaitForAHungPublish(t *testing.T) {
 	close(attached)
 	pub := newBatchPublisher(kcfg.Brokers, kcfg.sarama(roleProducer), newMarshaler(), attached, slog.New(slog.DiscardHandler))
 
-	produced := make(chan struct{}, 1)
-	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		cluster.KeepControl()
-		select {
-		case produced <- struct{}{}:
-		default:
-		}
-		return nil, nil, true // swallowed: no answer, ever
-	})
+	produced := pubsubtest.SwallowProduce(cluster)
 	published := make(chan error, 1)
 	go func() { published <- pub.Publish(DefaultTopic, testEvent(t, "hung", 1)) }()
 	select {

@@ -572,15 +572,7 @@ func TestKafkaCloseWithBrokerThatStopsAnsweringProduce(t *testing.T) {
 	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: cluster.ListenAddrs()}, testLogger())
 	require.NoError(t, err)
 	awaitReady(t, bus)
-	produced := make(chan struct{}, 1)
-	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		cluster.KeepControl()
-		select {
-		case produced <- struct{}{}:
-		default:
-		}
-		return nil, nil, true // swallowed: never answered
-	})
+	produced := pubsubtest.SwallowProduce(cluster)
 	require.NoError(t, bus.BroadcastProjectUpdate(testProject("hung-produce-1", 1)))
 	select {
 	case <-produced:

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // HungBroker is a TCP listener that accepts connections, reads what it is
@@ -80,4 +82,20 @@ func (h *HungBroker) stop() {
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
+}
+
+// SwallowProduce makes cluster take every produce request and never answer
+// it — a broker that hangs in the middle of publishing — and returns a
+// channel that receives when a produce request has been swallowed.
+func SwallowProduce(cluster *kfake.Cluster) <-chan struct{} {
+	produced := make(chan struct{}, 1)
+	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		select {
+		case produced <- struct{}{}:
+		default:
+		}
+		return nil, nil, true // swallowed: no answer, ever
+	})
+	return produced
 }
