@@ -383,12 +383,19 @@ func (b *Bus) stop(ctx context.Context) error {
 		return steps.err()
 	case <-grace.C:
 	}
+	// What is left is read before the abort: cutting the connections
+	// makes the abandoned steps return at once, and they would no longer
+	// show as abandoned.
+	left := steps.left()
+	if len(left) == 0 { // they finished as the grace ended
+		return steps.err()
+	}
 	for _, a := range []any{b.pub, b.sub} {
 		if a, ok := a.(aborter); ok {
 			a.abort()
 		}
 	}
-	abandoned := strings.Join(steps.left(), ", ")
+	abandoned := strings.Join(left, ", ")
 	return errors.Join(steps.err(), fmt.Errorf("pubsub: close abandoned after the deadline: %s: %w", abandoned, context.Cause(ctx)))
 }
 
