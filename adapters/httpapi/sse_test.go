@@ -424,14 +424,16 @@ func TestMaxClientsRefusesWith503(t *testing.T) {
 
 func TestCloseStreamsEndsEveryStreamCleanly(t *testing.T) {
 	t.Parallel()
-	g := newSSEGateway(t, fanout.Config{}, httpapi.Config{WriteTimeout: 200 * time.Millisecond})
+	// The write timeout also bounds the closing chunk: long enough for a
+	// busy machine, short enough to idle past it.
+	g := newSSEGateway(t, fanout.Config{}, httpapi.Config{WriteTimeout: time.Second})
 	var streams []*sseStream
 	for _, path := range []string{"/events/projects", "/events/projects/a", "/events?topic=projects:b"} {
 		s := g.openStream(t, path, nil)
 		s.start()
 		streams = append(streams, s)
 	}
-	time.Sleep(400 * time.Millisecond) // idle for longer than the write timeout
+	time.Sleep(1500 * time.Millisecond) // idle for longer than the write timeout
 	g.api.CloseStreams()
 	for _, s := range streams {
 		assert.NoError(t, s.ended(), "a clean end of stream: the closing chunk arrived")

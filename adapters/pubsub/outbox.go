@@ -137,11 +137,25 @@ func (o *outbox) stalled() bool {
 	return start != 0 && time.Since(time.Unix(0, start)) > stallAfter
 }
 
-func (o *outbox) signalRoom() {
+// take moves the next batch from the queue to the loop, unless the outbox
+// was aborted. Under o.mu, as close's abort is: an event is always either
+// queued or counted in flight when close takes stock of what is left.
+// It wakes the broadcasts waiting for room.
+func (o *outbox) take(batch []*message.Message) (_ []*message.Message, aborted bool) {
 	o.mu.Lock()
-	close(o.room)
-	o.room = make(chan struct{})
-	o.mu.Unlock()
+	defer o.mu.Unlock()
+	select {
+	case <-o.abort:
+		return batch, true
+	default:
+	}
+	batch = o.queue.Take(batch, o.cfg.BatchSize)
+	o.inFlight.Store(int64(len(batch)))
+	if len(batch) > 0 {
+		close(o.room)
+		o.room = make(chan struct{})
+	}
+	return batch, false
 }
 
 func (o *outbox) depth() int { return o.queue.Len() }
@@ -167,9 +181,10 @@ func (o *outbox) run() {
 	}
 	var batch []*message.Message
 	for {
-		batch = o.queue.Take(batch[:0], o.cfg.BatchSize)
-		if len(batch) > 0 {
-			o.signalRoom()
+		var aborted bool
+		batch, aborted = o.take(batch[:0])
+		if aborted {
+			return
 		}
 		if len(batch) == 0 {
 			select {
@@ -196,7 +211,6 @@ func (o *outbox) run() {
 func (o *outbox) publish(batch []*message.Message) bool {
 	backoff := o.cfg.RetryMin
 	var failingSince time.Time
-	o.inFlight.Store(int64(len(batch)))
 	defer o.inFlight.Store(0)
 	defer o.failing.Store(false)
 	for attempt := 1; ; attempt++ {
@@ -246,15 +260,18 @@ func (o *outbox) close(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
-	inFlight := o.inFlight.Load() // before the abort ends the attempt
+	// Under o.mu, as the loop's take: once abort is closed the loop takes
+	// nothing more, so what is left is the queue plus the batch in flight
+	// (read before the abort ends its attempt).
 	o.mu.Lock()
+	inFlight := o.inFlight.Load()
 	select {
 	case <-o.abort:
 	default:
 		close(o.abort)
 	}
-	o.mu.Unlock()
 	left := o.queue.Take(nil, 0)
+	o.mu.Unlock()
 	if len(left) == 0 && inFlight == 0 {
 		return nil // the loop had nothing left to publish
 	}

@@ -119,12 +119,10 @@ func TestRunServesTheDemoAndStopsCleanly(t *testing.T) {
 	url := waitForURL(t, logs.String)
 	assert.Regexp(t, `^http://127\.0\.0\.1:\d+$`, url)
 
-	resp, err := http.Get(url + "/readyz")
-	require.NoError(t, err)
-	resp.Body.Close()
-	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	// Ready once the router runs, a moment after it listens.
+	require.Eventually(t, func() bool { return status(t, url+"/readyz") == http.StatusOK }, 10*time.Second, 5*time.Millisecond)
 
-	resp, err = http.Get(url + "/events/projects")
+	resp, err := http.Get(url + "/events/projects")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
