@@ -87,6 +87,14 @@ type KafkaConfig struct {
 	// again after they became unreachable (consumer side; the producer
 	// side is retried by the outbox). Default 1s.
 	ReconnectBackoff time.Duration
+	// PartitionCheck is how often the consumer checks the topic for
+	// partitions added since it started reading. A gateway (no
+	// ConsumerGroup) then re-reads the topic from its oldest offset (see
+	// NewKafka): watermill-kafka reads the partition list only once. A
+	// consumer group rebalances (Sarama's metadata refresh, set to this
+	// period). Default 1m; negative: never (a group then keeps Sarama's
+	// 10m).
+	PartitionCheck time.Duration
 }
 
 func (k *KafkaConfig) setDefaults(busTopic string) {
@@ -110,6 +118,9 @@ func (k *KafkaConfig) setDefaults(busTopic string) {
 	}
 	if k.ReconnectBackoff <= 0 {
 		k.ReconnectBackoff = time.Second
+	}
+	if k.PartitionCheck == 0 {
+		k.PartitionCheck = time.Minute
 	}
 }
 
@@ -212,6 +223,11 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 		c.Consumer.Retry.Max = 0
 		c.Consumer.Retry.Backoff = k.ReconnectBackoff
 		c.Metadata.Retry.Backoff = min(k.ReconnectBackoff, 500*time.Millisecond)
+		if k.PartitionCheck > 0 {
+			// A consumer group rebalances when it sees the partition count
+			// change in its metadata, which it refreshes this often.
+			c.Metadata.RefreshFrequency = k.PartitionCheck
+		}
 	case roleProbe:
 		c.Metadata.Full = false
 		c.Metadata.Retry.Max = 0
@@ -238,6 +254,15 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 // events are logged, counted and skipped. Records this Bus has already
 // dispatched (a consumer that re-reads after a restart or a rebalance) are
 // skipped too.
+//
+// Partitions added to the topic later: watermill-kafka's consumer without
+// a group reads the partition list once, so a gateway counts the
+// partitions every kcfg.PartitionCheck and, when there are more, re-reads
+// the topic from its oldest offset and lets the old reading go. The new
+// partitions are read from their first record; what was dispatched before
+// is skipped; and on a partition nothing was dispatched from yet, records
+// stamped more than a minute before the gateway began reading (history it
+// was never meant to replay) are skipped too.
 //
 // NewKafka does not need a broker to answer: the Bus starts anyway, queues
 // broadcasts, reports not ready (Ready) and connects when a broker answers.
@@ -276,10 +301,28 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: subscriber: %w", err)
 	}
-	sub := newRetryingSubscriber(inner, consumerDialer, kcfg.ConsumerGroup != "", kcfg.probe, kcfg.ReconnectBackoff, logger)
+	offsets := newOffsetTracker()
+	var reread *rereadConfig
+	if kcfg.ConsumerGroup == "" {
+		reread = &rereadConfig{
+			every:      kcfg.PartitionCheck,
+			fromOldest: kcfg.InitialOffset == OffsetOldest,
+			newSubscriber: func() (*kafka.Subscriber, error) {
+				conf := kcfg.sarama(roleConsumer)
+				conf.Consumer.Offsets.Initial = sarama.OffsetOldest
+				consumerDialer.install(conf)
+				return kafka.NewSubscriber(kafka.SubscriberConfig{
+					Brokers:               kcfg.Brokers,
+					Unmarshaler:           lenientUnmarshaler{},
+					OverwriteSaramaConfig: conf,
+					ReconnectRetrySleep:   kcfg.ReconnectBackoff,
+				}, wlog)
+			},
+		}
+	}
+	sub := newRetryingSubscriber(inner, consumerDialer, kcfg.ConsumerGroup != "", kcfg.partitionCount, reread, offsets, kcfg.ReconnectBackoff, logger)
 	pub := newBatchPublisher(kcfg.Brokers, kcfg.sarama(roleProducer), newMarshaler(), sub.attached, logger)
 	probe := newBrokerProbe(kcfg)
-	offsets := newOffsetTracker()
 
 	if kcfg.ConsumerGroup != "" {
 		// The group commits what the Bus acknowledges: nothing may go by

@@ -50,13 +50,20 @@ func useDialer(conf *sarama.Config) *dialer {
 		conns: map[net.Conn]struct{}{},
 	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.install(conf)
+	return d
+}
+
+// install makes conf, a configuration with the same network settings as
+// the one d was made for, connect through d too: cut then cuts the
+// connections of both.
+func (d *dialer) install(conf *sarama.Config) {
 	conf.Net.Proxy.Enable = true
 	conf.Net.Proxy.Dialer = d
 	conf.Metadata.Retry.BackoffFunc = d.noBackoffOnceCut(conf.Metadata.Retry.Backoff, conf.Metadata.Retry.BackoffFunc)
 	conf.Producer.Retry.BackoffFunc = d.noBackoffOnceCut(conf.Producer.Retry.Backoff, conf.Producer.Retry.BackoffFunc)
 	// Not Consumer.Retry: a partition consumer retries forever (Max 0),
 	// and would spin until it is closed.
-	return d
 }
 
 // noBackoffOnceCut returns a Sarama backoff function: backoff (or what

@@ -111,17 +111,24 @@ func TestKafkaContract(t *testing.T) {
 		})
 }
 
-// createTopic creates a topic on the cluster.
-func createTopic(t *testing.T, cluster *kfake.Cluster, name string, partitions int32) {
+// adminClient returns a client for admin requests to the cluster, closed
+// at the end of the test.
+func adminClient(t *testing.T, cluster *kfake.Cluster) *kgo.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
 	require.NoError(t, err)
-	defer cl.Close()
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// createTopic creates a topic on the cluster.
+func createTopic(t *testing.T, cluster *kfake.Cluster, name string, partitions int32) {
+	t.Helper()
 	req := kmsg.NewPtrCreateTopicsRequest()
 	topic := kmsg.NewCreateTopicsRequestTopic()
 	topic.Topic, topic.NumPartitions, topic.ReplicationFactor = name, partitions, 1
 	req.Topics = append(req.Topics, topic)
-	resp, err := req.RequestWith(context.Background(), cl)
+	resp, err := req.RequestWith(context.Background(), adminClient(t, cluster))
 	require.NoError(t, err)
 	require.Len(t, resp.Topics, 1)
 	require.NoError(t, kerr.ErrorForCode(resp.Topics[0].ErrorCode), "creating topic %s", name)
@@ -615,7 +622,9 @@ func TestKafkaCloseWithBrokerThatStopsAnsweringProduce(t *testing.T) {
 // broker that stops answering after the group joined holds its Close up
 // through Sarama's timeouts. Bus.Close abandons it at the deadline plus
 // the grace, says so, and cuts its connections: the goroutines left
-// behind end at once, not ~18s later.
+// behind end at once, not ~18s later. The router does not wait for it: it
+// reads the consumer's messages through the retrying subscriber, which
+// lets go as soon as the router stops.
 func TestKafkaCloseAbandonsAConsumerGroupOnAHungBroker(t *testing.T) {
 	cluster := startKafka(t, kfake.GroupMinSessionTimeout(100*time.Millisecond))
 	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: cluster.ListenAddrs(), ConsumerGroup: "hung"}, testLogger())
@@ -634,7 +643,8 @@ func TestKafkaCloseAbandonsAConsumerGroupOnAHungBroker(t *testing.T) {
 
 	err = closeWithin(t, bus, 500*time.Millisecond, 3*time.Second)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	assert.Contains(t, err.Error(), "abandoned after the deadline: closing the router, closing the subscriber")
+	assert.Contains(t, err.Error(), "abandoned after the deadline: closing the subscriber")
+	assert.NotContains(t, err.Error(), "closing the router", "the router stopped in time")
 	_ = in.Close()
 	// The abandoned goroutines end at once, their connections cut; "at
 	// once" still means Sarama's teardown on a busy machine, longer than

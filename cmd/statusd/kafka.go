@@ -8,22 +8,24 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 )
 
 // kafkaFlags is the Kafka part of the configuration (--pubsub kafka).
 type kafkaFlags struct {
-	brokers       string
-	topic         string
-	clientID      string
-	initialOffset string
-	version       string
-	tls           bool
-	tlsCA         string
-	tlsInsecure   bool
-	saslUser      string
-	saslPassword  string
+	brokers        string
+	topic          string
+	clientID       string
+	initialOffset  string
+	version        string
+	tls            bool
+	tlsCA          string
+	tlsInsecure    bool
+	saslUser       string
+	saslPassword   string
+	partitionCheck time.Duration
 }
 
 func (k *kafkaFlags) register(fs *flag.FlagSet) {
@@ -38,6 +40,8 @@ func (k *kafkaFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&k.tlsInsecure, "kafka-tls-insecure", false, "do not verify the brokers' certificates (testing only)")
 	fs.StringVar(&k.saslUser, "kafka-sasl-user", "", "SASL/PLAIN user (use with TLS)")
 	fs.StringVar(&k.saslPassword, "kafka-sasl-password", "", "SASL/PLAIN password; prefer the STATUSD_KAFKA_SASL_PASSWORD variable")
+	fs.DurationVar(&k.partitionCheck, "kafka-partition-check", time.Minute,
+		"how often to look for partitions added to the topic (then the topic is re-read from its oldest offset, skipping what was read); negative: never")
 }
 
 // config returns the pubsub.KafkaConfig the flags describe, validated.
@@ -54,11 +58,12 @@ func (k *kafkaFlags) config() (pubsub.KafkaConfig, error) {
 		return pubsub.KafkaConfig{}, errors.New("--pubsub kafka needs --kafka-brokers")
 	}
 	kc := pubsub.KafkaConfig{
-		Brokers:       brokers,
-		Topic:         k.topic,
-		ClientID:      k.clientID,
-		InitialOffset: pubsub.InitialOffset(k.initialOffset),
-		Version:       k.version,
+		Brokers:        brokers,
+		Topic:          k.topic,
+		ClientID:       k.clientID,
+		InitialOffset:  pubsub.InitialOffset(k.initialOffset),
+		Version:        k.version,
+		PartitionCheck: k.partitionCheck,
 	}
 	if k.tls || k.tlsCA != "" || k.tlsInsecure {
 		kc.TLS = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: k.tlsInsecure}
