@@ -88,12 +88,13 @@ type KafkaConfig struct {
 	// side is retried by the outbox). Default 1s.
 	ReconnectBackoff time.Duration
 	// PartitionCheck is how often the consumer checks the topic for
-	// partitions added since it started reading. A gateway (no
-	// ConsumerGroup) then re-reads the topic from its oldest offset (see
+	// partitions added since it began reading. A gateway (no
+	// ConsumerGroup) then reads the new ones from their oldest offset (see
 	// NewKafka): watermill-kafka reads the partition list only once. A
-	// consumer group rebalances (Sarama's metadata refresh, set to this
-	// period). Default 1m; negative: never (a group then keeps Sarama's
-	// 10m).
+	// consumer group's metadata is refreshed this often (Sarama's default
+	// is 10m), and the group rebalances when its partition count changes,
+	// within about two periods. Default 1m; negative: never (a group then
+	// keeps Sarama's 10m).
 	PartitionCheck time.Duration
 }
 
@@ -223,7 +224,7 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 		c.Consumer.Retry.Max = 0
 		c.Consumer.Retry.Backoff = k.ReconnectBackoff
 		c.Metadata.Retry.Backoff = min(k.ReconnectBackoff, 500*time.Millisecond)
-		if k.PartitionCheck > 0 {
+		if k.ConsumerGroup != "" && k.PartitionCheck > 0 {
 			// A consumer group rebalances when it sees the partition count
 			// change in its metadata, which it refreshes this often.
 			c.Metadata.RefreshFrequency = k.PartitionCheck
@@ -257,12 +258,10 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 //
 // Partitions added to the topic later: watermill-kafka's consumer without
 // a group reads the partition list once, so a gateway counts the
-// partitions every kcfg.PartitionCheck and, when there are more, re-reads
-// the topic from its oldest offset and lets the old reading go. The new
-// partitions are read from their first record; what was dispatched before
-// is skipped; and on a partition nothing was dispatched from yet, records
-// stamped more than a minute before the gateway began reading (history it
-// was never meant to replay) are skipped too.
+// partitions every kcfg.PartitionCheck and reads the new ones itself, from
+// their oldest offset, with Sarama's partition consumers, the way
+// watermill-kafka would (one message at a time per partition, the next
+// once the router acknowledged it).
 //
 // NewKafka does not need a broker to answer: the Bus starts anyway, queues
 // broadcasts, reports not ready (Ready) and connects when a broker answers.
@@ -302,25 +301,18 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 		return nil, fmt.Errorf("kafka: subscriber: %w", err)
 	}
 	offsets := newOffsetTracker()
-	var reread *rereadConfig
+	var watch *partitionWatch
 	if kcfg.ConsumerGroup == "" {
-		reread = &rereadConfig{
-			every:      kcfg.PartitionCheck,
-			fromOldest: kcfg.InitialOffset == OffsetOldest,
-			newSubscriber: func() (*kafka.Subscriber, error) {
+		watch = &partitionWatch{
+			every: kcfg.PartitionCheck,
+			newClient: func() (sarama.Client, error) {
 				conf := kcfg.sarama(roleConsumer)
-				conf.Consumer.Offsets.Initial = sarama.OffsetOldest
 				consumerDialer.install(conf)
-				return kafka.NewSubscriber(kafka.SubscriberConfig{
-					Brokers:               kcfg.Brokers,
-					Unmarshaler:           lenientUnmarshaler{},
-					OverwriteSaramaConfig: conf,
-					ReconnectRetrySleep:   kcfg.ReconnectBackoff,
-				}, wlog)
+				return sarama.NewClient(kcfg.Brokers, conf)
 			},
 		}
 	}
-	sub := newRetryingSubscriber(inner, consumerDialer, kcfg.ConsumerGroup != "", kcfg.partitionCount, reread, offsets, kcfg.ReconnectBackoff, logger)
+	sub := newRetryingSubscriber(inner, consumerDialer, kcfg.ConsumerGroup != "", kcfg.partitionCount, watch, kcfg.ReconnectBackoff, logger)
 	pub := newBatchPublisher(kcfg.Brokers, kcfg.sarama(roleProducer), newMarshaler(), sub.attached, logger)
 	probe := newBrokerProbe(kcfg)
 

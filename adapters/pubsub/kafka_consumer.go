@@ -38,14 +38,11 @@ var errSubscriberClosed = errors.New("kafka: subscriber closed")
 type retryingSubscriber struct {
 	inner   *kafka.Subscriber
 	count   func(context.Context) (int, error) // the topic's partitions, within probeTimeout
-	dialer  *dialer                            // the connections of inner and reread's Subscriber
+	dialer  *dialer                            // the connections of inner and of the partition watch
 	commits bool                               // inner is in a consumer group, which commits on Close
 	backoff time.Duration
 	log     *slog.Logger
-
-	// The partition watch, in gateway mode (reread is nil otherwise).
-	reread  *rereadConfig
-	offsets *offsetTracker
+	watch   *partitionWatch // gateway mode only; nil for a consumer group
 
 	// attached is closed once the consumer reads the topic.
 	attached   chan struct{}
@@ -54,37 +51,22 @@ type retryingSubscriber struct {
 	// life ends when Close is called. mu orders Close after the wg.Add of
 	// a Subscribe that saw the subscriber open: Subscribe and Close may
 	// run at the same time (the Bus closes its subscriber and its router
-	// together). It also guards rereader.
+	// together).
 	mu        sync.Mutex
 	life      context.Context
 	kill      context.CancelFunc
 	closeOnce sync.Once
 	wg        sync.WaitGroup
-	// rereader reads the topic from its oldest offset; made on the first
-	// re-read.
-	rereader *kafka.Subscriber
-}
-
-// rereadConfig is what a gateway needs to re-read the topic when
-// partitions were added.
-type rereadConfig struct {
-	every time.Duration // how often to count the partitions
-	// newSubscriber makes a watermill-kafka Subscriber that reads from the
-	// oldest offset, through the retryingSubscriber's dialer.
-	newSubscriber func() (*kafka.Subscriber, error)
-	// fromOldest: the gateway read the topic from its oldest offset to
-	// begin with, so it has nothing to leave out when it re-reads.
-	fromOldest bool
 }
 
 var _ message.Subscriber = (*retryingSubscriber)(nil)
 
 // newRetryingSubscriber wraps inner, which connects through d and, when
 // commits is set, commits the offsets of a consumer group when it closes.
-// count returns the topic's partitions. With reread set, it re-reads the
-// topic when partitions are added, skipping what offsets has seen.
+// count returns the topic's partitions. With watch set, it also reads the
+// partitions added to the topic later.
 func newRetryingSubscriber(inner *kafka.Subscriber, d *dialer, commits bool, count func(context.Context) (int, error),
-	reread *rereadConfig, offsets *offsetTracker, backoff time.Duration, log *slog.Logger) *retryingSubscriber {
+	watch *partitionWatch, backoff time.Duration, log *slog.Logger) *retryingSubscriber {
 	s := &retryingSubscriber{
 		inner:    inner,
 		count:    count,
@@ -92,21 +74,22 @@ func newRetryingSubscriber(inner *kafka.Subscriber, d *dialer, commits bool, cou
 		commits:  commits,
 		backoff:  backoff,
 		log:      log,
-		reread:   reread,
-		offsets:  offsets,
+		watch:    watch,
 		attached: make(chan struct{}),
 	}
 	s.life, s.kill = context.WithCancel(context.Background())
 	return s
 }
 
-// reading is one subscription of a watermill-kafka Subscriber to the
+// reading is the subscription of the watermill-kafka Subscriber to the
 // topic.
 type reading struct {
-	msgs       <-chan *message.Message
-	stop       context.CancelFunc // ends the subscription
-	partitions int                // how many partitions the topic had when it began, at least
-	began      time.Time
+	msgs <-chan *message.Message
+	stop context.CancelFunc // ends the subscription
+	// partitions is how many partitions the topic had just before it
+	// began: the reading owns partitions 0 to partitions-1, the partition
+	// watch the others.
+	partitions int
 }
 
 // Subscribe implements message.Subscriber. It fails only when the
@@ -125,7 +108,7 @@ func (s *retryingSubscriber) Subscribe(ctx context.Context, topic string) (<-cha
 	go func() {
 		defer s.wg.Done()
 		defer close(out)
-		r, err := s.subscribe(ctx, topic, s.inner)
+		r, err := s.subscribe(ctx, topic)
 		if err == nil {
 			close(started)
 		} else {
@@ -162,7 +145,7 @@ func (s *retryingSubscriber) retry(ctx context.Context, topic string) *reading {
 		case <-ctx.Done():
 			return nil
 		}
-		r, err := s.subscribe(ctx, topic, s.inner)
+		r, err := s.subscribe(ctx, topic)
 		if err == nil {
 			s.log.Info("kafka consumer started", "attempts", attempt)
 			return r
@@ -173,10 +156,9 @@ func (s *retryingSubscriber) retry(ctx context.Context, topic string) *reading {
 	}
 }
 
-// subscribe makes one attempt to subscribe sub to the topic. Its check
-// gives up when ctx ends or the subscriber closes.
-func (s *retryingSubscriber) subscribe(ctx context.Context, topic string, sub *kafka.Subscriber) (*reading, error) {
-	began := time.Now()
+// subscribe makes one attempt to subscribe to the topic. Its check gives
+// up when ctx ends or the subscriber closes.
+func (s *retryingSubscriber) subscribe(ctx context.Context, topic string) (*reading, error) {
 	checkCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(s.life, cancel)
@@ -185,45 +167,47 @@ func (s *retryingSubscriber) subscribe(ctx context.Context, topic string, sub *k
 	if err != nil {
 		return nil, err
 	}
-	// Its own context, so that a re-read can end it.
 	readCtx, end := context.WithCancel(ctx)
-	msgs, err := sub.Subscribe(readCtx, topic)
+	msgs, err := s.inner.Subscribe(readCtx, topic)
 	if err != nil {
 		end()
 		return nil, err
 	}
 	s.attachOnce.Do(func() { close(s.attached) })
-	return &reading{msgs: msgs, stop: end, partitions: partitions, began: began}, nil
+	return &reading{msgs: msgs, stop: end, partitions: partitions}, nil
 }
 
 // forward hands the messages of r to out until ctx ends, the subscriber
-// closes or r ends; in gateway mode it switches to a re-read of the topic
-// when partitions are added (watchPartitions).
+// closes or r ends. In gateway mode it also starts the partition watch,
+// which writes the messages of the partitions added later to out itself;
+// forward waits for it before it returns (and out is closed).
 func (s *retryingSubscriber) forward(ctx context.Context, topic string, r *reading, out chan<- *message.Message) {
-	defer func() { r.stop() }()
-	var rereads chan *reading
-	if s.reread != nil && s.reread.every > 0 {
-		rereads = make(chan *reading)
+	defer r.stop()
+	watching := s.watch != nil && s.watch.every > 0
+	if watching {
 		// The watch ends with forward, or as soon as the subscriber closes.
 		watchCtx, endWatch := context.WithCancel(ctx)
-		defer endWatch()
 		stop := context.AfterFunc(s.life, endWatch)
-		defer stop()
-		s.wg.Add(1) // this goroutine is counted: Close's Wait cannot have returned
-		go func() {
-			defer s.wg.Done()
-			s.watchPartitions(watchCtx, topic, r.partitions, rereads)
+		var watch sync.WaitGroup
+		watch.Go(func() { s.watchPartitions(watchCtx, topic, r.partitions, out) })
+		defer func() {
+			endWatch()
+			stop()
+			watch.Wait()
 		}()
-	}
-	floor := r.began.Add(-rereadMargin) // see offsetTracker.rereading
-	if s.reread != nil && s.reread.fromOldest {
-		floor = time.Time{}
 	}
 	for {
 		select {
 		case msg, ok := <-r.msgs:
 			if !ok {
 				return
+			}
+			if p, ok := kafka.MessagePartitionFromCtx(msg.Context()); ok && watching && int(p) >= r.partitions {
+				// A partition the watch reads: watermill-kafka read the
+				// partition list after the count, or reconnected (from the
+				// newest offset). One reader per partition keeps its order.
+				msg.Ack()
+				continue
 			}
 			select {
 			case out <- msg:
@@ -232,94 +216,12 @@ func (s *retryingSubscriber) forward(ctx context.Context, topic string, r *readi
 			case <-ctx.Done():
 				return
 			}
-		case next := <-rereads:
-			// Nothing of next has been read yet: what offsets skips from
-			// now on applies to all of it.
-			s.offsets.rereading(int32(r.partitions), floor)
-			r.stop()
-			s.log.Info("kafka topic has new partitions: re-reading it from the oldest offset, skipping what was read",
-				"partitions", next.partitions, "was", r.partitions)
-			r = next
 		case <-s.life.Done():
 			return
 		case <-ctx.Done():
 			return
 		}
 	}
-}
-
-// rereadMargin is how much older than the moment a gateway began reading
-// a record may be and still count as new when the gateway re-reads a
-// partition it had read nothing from: records are stamped by their
-// producer's clock, which may be behind ours.
-const rereadMargin = time.Minute
-
-// watchPartitions works around watermill-kafka's consumer without a group
-// reading the topic's partition list once, when it starts: a partition
-// added later would never be read. Every reread.every it counts the
-// topic's partitions; when there are more than known, it subscribes again
-// from the oldest offset (so that the new partitions are read from their
-// first record) and hands the new reading to forward, which ends the old
-// one. The new reading goes over what was read before: offsetTracker
-// skips it. It returns when ctx ends.
-func (s *retryingSubscriber) watchPartitions(ctx context.Context, topic string, known int, rereads chan<- *reading) {
-	t := time.NewTicker(s.reread.every)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return
-		}
-		n, err := s.count(ctx)
-		switch {
-		case err != nil:
-			continue // the broker is away: readiness says so, and the consumer reconnects by itself
-		case n < known:
-			s.log.Warn("kafka topic has fewer partitions than when this gateway began reading it: was it recreated? Restart the gateway",
-				"partitions", n, "was", known)
-			known = n
-			continue
-		case n == known:
-			continue
-		}
-		sub, err := s.rereadSubscriber()
-		if err != nil {
-			s.log.Error("kafka topic has new partitions, but they cannot be read", "error", err, "partitions", n, "was", known)
-			continue
-		}
-		r, err := s.subscribe(ctx, topic, sub)
-		if err != nil {
-			s.log.Error("kafka topic has new partitions, but they cannot be read yet; will retry", "error", err, "partitions", n, "was", known)
-			continue
-		}
-		r.partitions = max(r.partitions, n)
-		select {
-		case rereads <- r:
-			known = r.partitions
-		case <-ctx.Done():
-			r.stop()
-			return
-		}
-	}
-}
-
-// rereadSubscriber returns the Subscriber that reads from the oldest
-// offset, made on first use.
-func (s *retryingSubscriber) rereadSubscriber() (*kafka.Subscriber, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.life.Err() != nil {
-		return nil, errSubscriberClosed
-	}
-	if s.rereader == nil {
-		sub, err := s.reread.newSubscriber()
-		if err != nil {
-			return nil, err
-		}
-		s.rereader = sub
-	}
-	return s.rereader, nil
 }
 
 // Close stops the consumer and the background retries. A consumer group
@@ -332,7 +234,6 @@ func (s *retryingSubscriber) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.kill()
-		rereader := s.rereader
 		s.mu.Unlock()
 		select {
 		case <-s.attached:
@@ -343,9 +244,6 @@ func (s *retryingSubscriber) Close() error {
 			s.dialer.cut()
 		}
 		err = s.inner.Close()
-		if rereader != nil {
-			err = errors.Join(err, rereader.Close())
-		}
 		s.wg.Wait()
 	})
 	return err
@@ -359,60 +257,31 @@ func (s *retryingSubscriber) abort() { s.dialer.cut() }
 // offsetTracker remembers, per partition, the offset after the last record
 // dispatched, and recognizes a record read again: a consumer group that
 // rebalances or restarts resumes from its last committed offset, which
-// lags behind what was read, and a gateway re-reads the topic when
-// partitions are added. Records are dispatched in offset order per
-// partition (watermill-kafka waits for each acknowledgement), so one number
-// per partition is enough.
+// lags behind what was read. Records are dispatched in offset order per
+// partition (watermill-kafka waits for each acknowledgement, and so does
+// the partition watch), so one number per partition is enough.
 type offsetTracker struct {
 	mu   sync.Mutex
 	next map[int32]int64
-	// After a re-read (rereading): a record of a partition below
-	// floorBelow from which nothing was dispatched is new only if it is
-	// not older than floor.
-	floorBelow int32
-	floor      time.Time
 }
 
 func newOffsetTracker() *offsetTracker { return &offsetTracker{next: map[int32]int64{}} }
 
-// rereading says that the topic is being read again from its oldest
-// offset. Of the first partitions (those read before), the ones nothing
-// was dispatched from were read from the offset they had when reading
-// began: their older records were never meant to be dispatched, and a
-// record older than floor (when reading began, less a margin for clock
-// skew) is taken for one of them.
-func (t *offsetTracker) rereading(partitions int32, floor time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.floorBelow = max(t.floorBelow, partitions)
-	t.floor = floor
-}
-
-// seen reports whether msg's record was dispatched before (or, after a
-// re-read, is older than what was meant to be dispatched), and records it
+// seen reports whether msg's record was dispatched before, and records it
 // as dispatched when it was not. A message without Kafka position is never
 // a duplicate.
 func (t *offsetTracker) seen(msg *message.Message) bool {
-	partition, ok := kafka.MessagePartitionFromCtx(msg.Context())
+	partition, offset, ok := recordPosition(msg.Context())
 	if !ok {
 		return false
 	}
-	offset, ok := kafka.MessagePartitionOffsetFromCtx(msg.Context())
-	if !ok {
-		return false
-	}
-	ts, _ := kafka.MessageTimestampFromCtx(msg.Context())
-	return t.seenAt(partition, offset, ts)
+	return t.seenAt(partition, offset)
 }
 
-func (t *offsetTracker) seenAt(partition int32, offset int64, ts time.Time) bool {
+func (t *offsetTracker) seenAt(partition int32, offset int64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	next, ok := t.next[partition]
-	if ok && offset < next {
-		return true
-	}
-	if !ok && partition < t.floorBelow && !ts.IsZero() && ts.Before(t.floor) {
+	if next, ok := t.next[partition]; ok && offset < next {
 		return true
 	}
 	t.next[partition] = offset + 1

@@ -39,42 +39,10 @@ func TestOffsetTrackerSkipsOffsetsAlreadyDispatched(t *testing.T) {
 		{1, 0, true},
 		{1, 1, false},
 	}
-	old := time.Now().Add(-time.Hour) // a timestamp long before any floor
 	for i, s := range steps {
-		assert.Equal(t, s.seen, tr.seenAt(s.partition, s.offset, old), "step %d: partition %d offset %d", i, s.partition, s.offset)
+		assert.Equal(t, s.seen, tr.seenAt(s.partition, s.offset), "step %d: partition %d offset %d", i, s.partition, s.offset)
 	}
 	assert.False(t, tr.seen(message.NewMessage("x", nil)), "a message without a Kafka position is never a duplicate")
-}
-
-// After partitions were added, a gateway re-reads the topic from the
-// oldest offset: of the partitions it read before, those it dispatched
-// nothing from skip the records older than the floor (from before it
-// began reading); the new partitions are read whole.
-func TestOffsetTrackerAfterARereadSkipsWhatWasNeverMeantToBeRead(t *testing.T) {
-	tr := newOffsetTracker()
-	floor := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	before, after := floor.Add(-time.Second), floor.Add(time.Second)
-	require.False(t, tr.seenAt(0, 10, after)) // partition 0 had traffic; partition 1 none
-	tr.rereading(2, floor)                    // the topic had 2 partitions; now more
-	steps := []struct {
-		partition int32
-		offset    int64
-		ts        time.Time
-		seen      bool
-	}{
-		{0, 0, before, true},       // read before
-		{0, 10, after, true},       // dispatched before
-		{0, 11, after, false},      // new
-		{1, 0, before, true},       // from before the gateway began: never meant to be read
-		{1, 1, time.Time{}, false}, // no timestamp: new
-		{1, 1, after, true},        // dispatched before
-		{1, 2, before, false},      // the partition has a position now: offsets decide
-		{2, 0, before, false},      // a new partition is read whole
-		{2, 1, after, false},
-	}
-	for i, s := range steps {
-		assert.Equal(t, s.seen, tr.seenAt(s.partition, s.offset, s.ts), "step %d: partition %d offset %d", i, s.partition, s.offset)
-	}
 }
 
 func TestLenientUnmarshalerNeverFails(t *testing.T) {

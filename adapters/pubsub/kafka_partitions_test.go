@@ -2,8 +2,6 @@ package pubsub_test
 
 import (
 	"context"
-	"os"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -23,11 +21,10 @@ import (
 // watermill-kafka's consumer without a group reads the topic's partition
 // list once, when it starts: on its own a gateway never reads a partition
 // added later (measured: nothing from the new partitions in 10s). The
-// gateway checks the partition count and, when partitions were added,
-// re-reads the topic from its oldest offset, skipping what it had
-// dispatched. Traffic on the old partitions goes on through the switch in
-// order, nothing lost, nothing twice; a record older than the gateway that
-// it had never read is not replayed.
+// gateway checks the partition count and reads the new partitions itself,
+// from their first record, in order. Traffic on the old partitions goes on
+// undisturbed, in order, nothing lost, nothing twice, and nothing from
+// before the gateway started is replayed.
 func TestKafkaGatewayReadsPartitionsAddedLater(t *testing.T) {
 	const topic = "growing"
 	cluster := startKafka(t)
@@ -41,22 +38,10 @@ func TestKafkaGatewayReadsPartitionsAddedLater(t *testing.T) {
 		require.NoError(t, producer.ProduceSync(context.Background(), record(id, n, partition, at)).FirstErr())
 	}
 	produce := func(id string, n int, partition int32, at time.Time) { produceWith(producer, id, n, partition, at) }
-	// History from before the gateway started, on a partition it will not
-	// have read anything from when it re-reads the topic.
-	produce("history", 0, 1, time.Now().Add(-2*time.Minute))
-	// STATUSBROADCASTER_REREAD_BACKLOG=N puts N more records of history on
-	// partition 0, to measure what re-reading a long topic costs
-	// (BENCHMARKS.md).
-	if n, err := strconv.Atoi(os.Getenv("STATUSBROADCASTER_REREAD_BACKLOG")); err == nil && n > 0 {
-		backlog := make([]*kgo.Record, 0, 1000)
-		for i := range n {
-			backlog = append(backlog, record("backlog", i, 0, time.Now().Add(-2*time.Minute)))
-			if len(backlog) == cap(backlog) || i == n-1 {
-				require.NoError(t, producer.ProduceSync(context.Background(), backlog...).FirstErr())
-				backlog = backlog[:0]
-			}
-		}
-	}
+	// History from before the gateway started: it reads from the newest
+	// offset, so it never sends this to anyone.
+	produce("history", 0, 0, time.Now())
+	produce("history", 1, 1, time.Now())
 
 	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, pubsub.KafkaConfig{Topic: topic, PartitionCheck: 100 * time.Millisecond})
 	in := kafkaInbox(t, bus)
@@ -82,12 +67,15 @@ func TestKafkaGatewayReadsPartitionsAddedLater(t *testing.T) {
 	addPartitions(t, cluster, topic, 4)
 	added := time.Now()
 	grown := newProducer() // one that knows the new partitions
-	produceWith(grown, "fresh-2", 0, 2, time.Now())
-	produceWith(grown, "fresh-3", 0, 3, time.Now())
+	const fresh = 5        // on each new partition, before the gateway notices it
+	for n := range fresh {
+		produceWith(grown, "fresh-2", n, 2, time.Now())
+		produceWith(grown, "fresh-3", n, 3, time.Now())
+	}
 
 	got := map[string][]int{}
 	var lastSteady time.Time
-	var longestGap time.Duration // between two steady events, as the gateway switches
+	var longestGap time.Duration // between two steady events
 	receive := func() {
 		ev := nextEvent(t, in, 10*time.Second)
 		got[ev.Project.ID] = append(got[ev.Project.ID], nameSeq(ev))
@@ -98,35 +86,37 @@ func TestKafkaGatewayReadsPartitionsAddedLater(t *testing.T) {
 			lastSteady = time.Now()
 		}
 	}
-	await := func(ids ...string) {
-		for deadline := time.Now().Add(10 * time.Second); !hasAll(got, ids); {
-			require.True(t, time.Now().Before(deadline), "%v never arrived; got %d steady events", ids, len(got["steady"]))
+	// until receives until done says so; a stream of steady events must
+	// not keep it waiting for ever.
+	until := func(what string, done func() bool) {
+		for deadline := time.Now().Add(10 * time.Second); !done(); {
+			require.True(t, time.Now().Before(deadline), "%s never arrived; got %d steady events", what, len(got["steady"]))
 			receive()
 		}
 	}
-	await("fresh-2", "fresh-3")
+	until("the new partitions' records", func() bool { return len(got["fresh-2"]) >= fresh && len(got["fresh-3"]) >= fresh })
 	t.Logf("the records on the new partitions arrived %s after the partitions were added", time.Since(added).Round(time.Millisecond))
-	// The gateway re-reads partition 1 now, which it had read nothing
-	// from: the history is left out, a new record is not.
+	// The old partitions are still read: one that had been quiet...
 	produce("late-1", 0, 1, time.Now())
-	await("late-1")
+	until("late-1", func() bool { return len(got["late-1"]) > 0 })
+	// ...and the new ones go on.
+	produceWith(grown, "fresh-2", fresh, 2, time.Now())
 	close(stop)
 	wg.Wait()
 	produce("steady", steady, 0, time.Now()) // the last one
-	for len(got["steady"]) == 0 || got["steady"][len(got["steady"])-1] != steady {
-		receive()
-	}
+	until("the last steady event", func() bool { return len(got["steady"]) > 0 && got["steady"][len(got["steady"])-1] == steady })
+	until("the last fresh-2", func() bool { return len(got["fresh-2"]) > fresh })
 
-	for _, id := range []string{"fresh-2", "fresh-3", "late-1"} {
-		assert.Equal(t, []int{0}, got[id], "%s arrives once", id)
-	}
+	assert.Equal(t, []int{0, 1, 2, 3, 4, 5}, got["fresh-2"], "a new partition: from its first record, in order, once")
+	assert.Equal(t, []int{0, 1, 2, 3, 4}, got["fresh-3"], "a new partition: from its first record, in order, once")
+	assert.Equal(t, []int{0}, got["late-1"], "an old partition: once")
 	assert.NotContains(t, got, "history", "a record from before the gateway started is not replayed")
 	s := got["steady"]
 	require.NotEmpty(t, s)
 	for i := 1; i < len(s); i++ {
-		require.Equal(t, s[i-1]+1, s[i], "steady traffic through the switch: in order, nothing lost, nothing twice")
+		require.Equal(t, s[i-1]+1, s[i], "steady traffic on an old partition: in order, nothing lost, nothing twice")
 	}
-	t.Logf("%d steady events through the switch, from %d to %d; longest wait between two: %s",
+	t.Logf("%d steady events while the partitions were added, from %d to %d; longest wait between two: %s",
 		len(s), s[0], s[len(s)-1], longestGap.Round(time.Millisecond))
 }
 
@@ -155,15 +145,6 @@ func eventRecord(t *testing.T, id string, n int, partition int32, at time.Time) 
 	}}
 }
 
-func hasAll(got map[string][]int, ids []string) bool {
-	for _, id := range ids {
-		if len(got[id]) == 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // addPartitions grows a topic to count partitions.
 func addPartitions(t *testing.T, cluster *kfake.Cluster, topic string, count int32) {
 	t.Helper()
@@ -178,7 +159,7 @@ func addPartitions(t *testing.T, cluster *kfake.Cluster, topic string, count int
 	require.NoError(t, kerr.ErrorForCode(resp.Topics[0].ErrorCode), "adding partitions to %s", topic)
 }
 
-// A consumer group needs no re-read: Sarama rebalances the group when its
+// A consumer group needs no watch of its own: Sarama rebalances the group when its
 // metadata (refreshed every PartitionCheck) shows more partitions, and
 // the new assignment includes them. A group reading from the oldest
 // offset gets what was written to the new partitions before it noticed
