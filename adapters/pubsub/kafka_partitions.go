@@ -2,7 +2,6 @@ package pubsub
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -39,6 +38,7 @@ func (s *retryingSubscriber) watchPartitions(ctx context.Context, topic string, 
 	defer readers.Wait()
 	t := time.NewTicker(s.watch.every)
 	defer t.Stop()
+	warned := false
 	for {
 		select {
 		case <-t.C:
@@ -50,9 +50,14 @@ func (s *retryingSubscriber) watchPartitions(ctx context.Context, topic string, 
 		case err != nil || n == known:
 			continue // the broker is away: readiness says so, and the readers reconnect by themselves
 		case n < known:
-			s.log.Warn("kafka topic has fewer partitions than when this gateway began reading it: was it recreated? Restart the gateway",
-				"partitions", n, "was", known)
-			known = n
+			// A broker that has not heard of the new partitions yet, or a
+			// recreated topic. known stays: lowering it would give the
+			// partitions above a second reader, and their order would be lost.
+			if !warned {
+				s.log.Warn("kafka topic has fewer partitions than this gateway reads: was it recreated? Restart the gateway",
+					"partitions", n, "reading", known)
+				warned = true
+			}
 			continue
 		}
 		if err := s.readPartitions(ctx, topic, int32(known), int32(n), out, &readers); err != nil {
@@ -67,8 +72,9 @@ func (s *retryingSubscriber) watchPartitions(ctx context.Context, topic string, 
 	}
 }
 
-// readPartitions starts reading partitions from to to-1 of the topic, from
-// their oldest offset, into out, until ctx ends.
+// readPartitions reads partitions from to to-1 of the topic, from their
+// oldest offset, into out, until ctx ends. It fails only when it cannot
+// make a client; a partition that cannot be read yet is retried.
 func (s *retryingSubscriber) readPartitions(ctx context.Context, topic string, from, to int32, out chan<- *message.Message, readers *sync.WaitGroup) error {
 	client, err := s.watch.newClient()
 	if err != nil {
@@ -79,49 +85,59 @@ func (s *retryingSubscriber) readPartitions(ctx context.Context, topic string, f
 		_ = client.Close()
 		return err
 	}
-	var pcs []sarama.PartitionConsumer
-	for p := from; p < to; p++ {
-		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
-		if err != nil {
-			for _, pc := range pcs {
-				pc.AsyncClose()
-			}
-			_ = consumer.Close()
-			_ = client.Close()
-			return fmt.Errorf("kafka: partition %d: %w", p, err)
-		}
-		pcs = append(pcs, pc)
-	}
 	var partitions sync.WaitGroup
-	for i, pc := range pcs {
-		partitions.Go(func() { s.readPartition(ctx, from+int32(i), pc, out) })
+	for p := from; p < to; p++ {
+		partitions.Go(func() { s.readPartition(ctx, consumer, topic, p, out) })
 	}
 	readers.Go(func() {
 		partitions.Wait()
-		_ = consumer.Close() // closes what is left of the partition consumers
+		_ = consumer.Close()
 		_ = client.Close()
 	})
 	return nil
 }
 
-// readPartition hands the records of pc to out, one at a time: the next
-// once the router acknowledged the last (a nacked one is handed over
-// again), until ctx ends or Sarama gives up on the partition.
-func (s *retryingSubscriber) readPartition(ctx context.Context, partition int32, pc sarama.PartitionConsumer, out chan<- *message.Message) {
-	defer pc.AsyncClose()
+// readPartition hands the records of a partition to out, one at a time:
+// the next once the router acknowledged the last (a nacked one is handed
+// over again), until ctx ends. When the partition cannot be read (no
+// leader yet) or Sarama gives up on it (its offset went out of range:
+// records deleted under a reader that fell behind), it starts again from
+// the oldest offset after s.backoff; the offset tracker skips what was
+// dispatched.
+func (s *retryingSubscriber) readPartition(ctx context.Context, consumer sarama.Consumer, topic string, partition int32, out chan<- *message.Message) {
+	for attempt := 1; ; attempt++ {
+		pc, err := consumer.ConsumePartition(topic, partition, sarama.OffsetOldest)
+		if err == nil {
+			if !s.consume(ctx, pc, out) {
+				pc.AsyncClose()
+				return
+			}
+			s.log.Error("kafka partition consumer ended; reading the partition again from its oldest offset",
+				"partition", partition, "retry_in", s.backoff)
+		} else if attempt == 1 || attempt%10 == 0 {
+			s.log.Error("kafka partition cannot be read yet; will retry", "partition", partition, "error", err,
+				"attempts", attempt, "retry_every", s.backoff)
+		}
+		select {
+		case <-time.After(s.backoff):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// consume hands the records of pc to out until ctx ends (false) or pc's
+// messages end (true).
+func (s *retryingSubscriber) consume(ctx context.Context, pc sarama.PartitionConsumer, out chan<- *message.Message) bool {
 	for {
 		var rec *sarama.ConsumerMessage
 		select {
 		case rec = <-pc.Messages():
 			if rec == nil {
-				// Its offset went out of range (the topic was truncated or
-				// recreated): as for the partitions watermill-kafka reads,
-				// a restart is what brings it back.
-				s.log.Error("kafka partition consumer ended; restart the gateway to read the partition again", "partition", partition)
-				return
+				return true
 			}
 		case <-ctx.Done():
-			return
+			return false
 		}
 		msg, _ := lenientUnmarshaler{}.Unmarshal(rec) // never fails
 		msgCtx := withRecordPosition(ctx, rec)
@@ -130,7 +146,7 @@ func (s *retryingSubscriber) readPartition(ctx context.Context, partition int32,
 			select {
 			case out <- msg:
 			case <-ctx.Done():
-				return
+				return false
 			}
 			select {
 			case <-msg.Acked():
@@ -140,11 +156,11 @@ func (s *retryingSubscriber) readPartition(ctx context.Context, partition int32,
 				select {
 				case <-time.After(nackResend):
 				case <-ctx.Done():
-					return
+					return false
 				}
 				continue
 			case <-ctx.Done():
-				return
+				return false
 			}
 			break
 		}
