@@ -11,6 +11,7 @@ import (
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
 
@@ -19,7 +20,7 @@ import (
 // figure is the caller's own cost, not shared with a publishing loop.
 func BenchmarkBroadcast(b *testing.B) {
 	bus, _, _ := newGatedBus(b, pubsub.Config{OutboxCapacity: 1 << 22}, false)
-	p := record("p", 1)
+	p := pubsubtest.Project("p", 1)
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := bus.BroadcastProjectUpdate(p); err != nil {
@@ -51,13 +52,13 @@ func BenchmarkEndToEndInMemory(b *testing.B) {
 		defer close(done)
 		for ev := range in.Events() {
 			received++
-			if nameSeq(ev) == b.N-1 {
+			if pubsubtest.Seq(ev) == b.N-1 {
 				return
 			}
 		}
 	}()
 	for i := 0; i < b.N; i++ {
-		_ = bus.BroadcastProjectUpdate(record(fmt.Sprintf("p%d", i%8), i))
+		_ = bus.BroadcastProjectUpdate(pubsubtest.Project(fmt.Sprintf("p%d", i%8), i))
 	}
 	<-done
 	b.ReportMetric(float64(received)/float64(b.N), "delivered/op")
@@ -95,7 +96,7 @@ func BenchmarkGoChannelOrder(b *testing.B) {
 						if err != nil {
 							panic(err)
 						}
-						n := nameSeq(ev)
+						n := pubsubtest.Seq(ev)
 						if n < last {
 							outOfOrder++
 						}
@@ -107,7 +108,7 @@ func BenchmarkGoChannelOrder(b *testing.B) {
 				}
 			}()
 			for i := 0; i < b.N; i++ {
-				m, _ := codec.NewMessage(domain.Event{Type: domain.EventProjectUpdated, Project: record("p", i)})
+				m, _ := codec.NewMessage(domain.Event{Type: domain.EventProjectUpdated, Project: pubsubtest.Project("p", i)})
 				if err := ch.Publish(pubsub.DefaultTopic, []*message.Message{m}...); err != nil {
 					b.Fatal(err)
 				}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
 )
 
 // A Bus that holds until subscribed (a Kafka consumer group) lets no event
@@ -24,7 +25,7 @@ func TestHoldUntilSubscribedDeliversEverythingToTheFirstInbox(t *testing.T) {
 		require.NoError(t, bus.Close(ctx))
 	}()
 	for n := range 5 {
-		require.NoError(t, bus.BroadcastProjectUpdate(testProject("held-1", n)))
+		require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("held-1", n)))
 	}
 	in, err := bus.NewInbox()
 	require.NoError(t, err)
@@ -35,7 +36,7 @@ func TestHoldUntilSubscribedDeliversEverythingToTheFirstInbox(t *testing.T) {
 
 	require.NoError(t, in.SubscribeToProject("held-1"))
 	for n := range 5 {
-		assert.Equal(t, testProject("held-1", n), nextEvent(t, in, 5*time.Second).Project)
+		assert.Equal(t, pubsubtest.Project("held-1", n), nextEvent(t, in, 5*time.Second).Project)
 	}
 }
 
@@ -43,7 +44,7 @@ func TestHoldingBusClosesWithoutSubscriber(t *testing.T) {
 	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, nil)
 	bus, err := pubsub.New(pubsub.Config{HoldUntilSubscribed: true}, ch, ch, nil)
 	require.NoError(t, err)
-	require.NoError(t, bus.BroadcastProjectUpdate(testProject("held-2", 1)))
+	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("held-2", 1)))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	assert.Error(t, bus.Close(ctx), "the held event was never delivered, and Close says so")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
 
@@ -31,11 +32,8 @@ func TestKafkaGatewayReadsPartitionsAddedLater(t *testing.T) {
 	createTopic(t, cluster, topic, 2)
 	newProducer := func() *kgo.Client { return manualProducer(t, cluster, topic) }
 	producer := newProducer()
-	record := func(id string, n int, partition int32, at time.Time) *kgo.Record {
-		return eventRecord(t, id, n, partition, at)
-	}
 	produceWith := func(producer *kgo.Client, id string, n int, partition int32, at time.Time) {
-		require.NoError(t, producer.ProduceSync(context.Background(), record(id, n, partition, at)).FirstErr())
+		require.NoError(t, producer.ProduceSync(context.Background(), eventRecord(t, id, n, partition, at)).FirstErr())
 	}
 	produce := func(id string, n int, partition int32, at time.Time) { produceWith(producer, id, n, partition, at) }
 	// History from before the gateway started: it reads from the newest
@@ -78,7 +76,7 @@ func TestKafkaGatewayReadsPartitionsAddedLater(t *testing.T) {
 	var longestGap time.Duration // between two steady events
 	receive := func() {
 		ev := nextEvent(t, in, 10*time.Second)
-		got[ev.Project.ID] = append(got[ev.Project.ID], nameSeq(ev))
+		got[ev.Project.ID] = append(got[ev.Project.ID], pubsubtest.Seq(ev))
 		if ev.Project.ID == "steady" {
 			if !lastSteady.IsZero() {
 				longestGap = max(longestGap, time.Since(lastSteady))
@@ -136,7 +134,7 @@ func manualProducer(t *testing.T, cluster *kfake.Cluster, topic string) *kgo.Cli
 // producer would write it, on partition, stamped at (now when zero).
 func eventRecord(t *testing.T, id string, n int, partition int32, at time.Time) *kgo.Record {
 	t.Helper()
-	ev, err := domain.NewProjectUpdated(testProject(id, n))
+	ev, err := domain.NewProjectUpdated(pubsubtest.Project(id, n))
 	require.NoError(t, err)
 	value, err := codec.Encode(ev)
 	require.NoError(t, err)
@@ -184,7 +182,7 @@ func TestKafkaConsumerGroupReadsPartitionsAddedLater(t *testing.T) {
 		produce(producer, "steady", n, 0)
 	}
 	for len(steady) < 20 {
-		steady = append(steady, nameSeq(nextEvent(t, in, 10*time.Second)))
+		steady = append(steady, pubsubtest.Seq(nextEvent(t, in, 10*time.Second)))
 	}
 	addPartitions(t, cluster, topic, 3)
 	added := time.Now()
@@ -200,14 +198,14 @@ func TestKafkaConsumerGroupReadsPartitionsAddedLater(t *testing.T) {
 			t.Logf("the record on the new partition arrived %s after the partition was added", time.Since(added).Round(time.Millisecond))
 			continue
 		}
-		steady = append(steady, nameSeq(ev))
+		steady = append(steady, pubsubtest.Seq(ev))
 	}
 	for i := range steady {
 		require.Equal(t, i, steady[i], "in order, nothing lost, nothing twice")
 	}
 	select {
 	case ev := <-in.Events():
-		assert.Fail(t, "nothing more", "got %s %d", ev.Project.ID, nameSeq(ev))
+		assert.Fail(t, "nothing more", "got %s %d", ev.Project.ID, pubsubtest.Seq(ev))
 	case <-time.After(300 * time.Millisecond):
 	}
 }

@@ -134,16 +134,6 @@ func createTopic(t *testing.T, cluster *kfake.Cluster, name string, partitions i
 	require.NoError(t, kerr.ErrorForCode(resp.Topics[0].ErrorCode), "creating topic %s", name)
 }
 
-// testProject returns a project record numbered n.
-func testProject(id string, n int) domain.Project {
-	ts := time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC)
-	return domain.Project{
-		ID: id, Name: fmt.Sprintf("app-%d", n), Status: domain.StatusCompiling,
-		CodeRepo: "https://github.com/user/" + id, DocsRepo: "https://github.com/user/" + id + "_docs",
-		InsertedAt: ts, UpdatedAt: ts.Add(time.Duration(n) * time.Millisecond),
-	}
-}
-
 // kafkaInbox returns an inbox of bus subscribed to every project.
 func kafkaInbox(t *testing.T, bus *pubsub.Bus) ports.Inbox {
 	t.Helper()
@@ -198,7 +188,7 @@ func TestKafkaBrokerOutageDeliversEverythingInOrderAfterwards(t *testing.T) {
 	inboxes := []ports.Inbox{kafkaInbox(t, buses[0]), kafkaInbox(t, buses[1])}
 	awaitReady(t, buses...)
 	project := func(bus, i int) domain.Project {
-		return testProject(fmt.Sprintf("outage-%d-%d", bus, i%5), i)
+		return pubsubtest.Project(fmt.Sprintf("outage-%d-%d", bus, i%5), i)
 	}
 	// expect reads every inbox until it has the events [from, to) of both
 	// buses, each project in order, nothing twice.
@@ -310,7 +300,7 @@ func TestKafkaOrderPerProjectAcrossPartitionsWithConcurrentProducers(t *testing.
 		wg.Go(func() {
 			for n := range events {
 				for j := range projectsEach {
-					assert.NoError(t, bus.BroadcastProjectUpdate(testProject(fmt.Sprintf("order-%d-%d", p, j), n)))
+					assert.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project(fmt.Sprintf("order-%d-%d", p, j), n)))
 				}
 			}
 		})
@@ -349,7 +339,7 @@ func TestKafkaRecordSchema(t *testing.T) {
 	cluster := startKafka(t)
 	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, pubsub.KafkaConfig{})
 	awaitReady(t, bus)
-	p := testProject("schema-1", 1)
+	p := pubsubtest.Project("schema-1", 1)
 	p.Status = domain.StatusFailed
 	require.NoError(t, bus.BroadcastProjectError(p, "Mix deps.get failed"))
 
@@ -395,7 +385,7 @@ func TestKafkaBadRecordsAreCountedAndSkipped(t *testing.T) {
 	awaitReady(t, bus)
 
 	good := func(n int) *kgo.Record {
-		ev, err := domain.NewProjectUpdated(testProject("bad-1", n))
+		ev, err := domain.NewProjectUpdated(pubsubtest.Project("bad-1", n))
 		require.NoError(t, err)
 		value, err := codec.Encode(ev)
 		require.NoError(t, err)
@@ -430,11 +420,11 @@ func TestKafkaBadRecordsAreCountedAndSkipped(t *testing.T) {
 	records = append(records, good(1), good(2))
 	require.NoError(t, cl.ProduceSync(context.Background(), records...).FirstErr())
 	// And the Bus itself goes on publishing.
-	require.NoError(t, bus.BroadcastProjectUpdate(testProject("bad-1", 3)))
+	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("bad-1", 3)))
 
 	for n := range 4 {
 		ev := nextEvent(t, in, 10*time.Second)
-		assert.Equal(t, testProject("bad-1", n), ev.Project, "the stream goes on past the bad records")
+		assert.Equal(t, pubsubtest.Project("bad-1", n), ev.Project, "the stream goes on past the bad records")
 	}
 	assert.Equal(t, float64(len(bad)), counter(t, reg, "statusbroadcaster_bad_messages_total"))
 }
@@ -446,12 +436,12 @@ func TestKafkaBackendConsumerGroup(t *testing.T) {
 	awaitReady(t, producer)
 	broadcast := func(from, to int) {
 		for n := from; n < to; n++ {
-			require.NoError(t, producer.BroadcastProjectUpdate(testProject("billing-1", n)))
+			require.NoError(t, producer.BroadcastProjectUpdate(pubsubtest.Project("billing-1", n)))
 		}
 	}
 	receive := func(in ports.Inbox, from, to int) {
 		for n := from; n < to; n++ {
-			assert.Equal(t, testProject("billing-1", n), nextEvent(t, in, 20*time.Second).Project)
+			assert.Equal(t, pubsubtest.Project("billing-1", n), nextEvent(t, in, 20*time.Second).Project)
 		}
 	}
 	// Published before the group ever ran: read from the oldest offset.
@@ -476,7 +466,7 @@ func TestKafkaBackendConsumerGroup(t *testing.T) {
 	// acknowledged may not have been committed when it closed, and come
 	// again — the latest ones, in order. Nothing before them does.
 	ev := nextEvent(t, in2, 20*time.Second)
-	for ev.Project != testProject("billing-1", 15) {
+	for ev.Project != pubsubtest.Project("billing-1", 15) {
 		var n int
 		_, err := fmt.Sscanf(ev.Project.Name, "app-%d", &n)
 		require.NoError(t, err)
@@ -506,7 +496,7 @@ func TestKafkaStartsWithoutBroker(t *testing.T) {
 	bus := newKafkaBus(t, []string{addr}, pubsub.Config{}, pubsub.KafkaConfig{})
 	in := kafkaInbox(t, bus)
 	for n := range 5 {
-		require.NoError(t, bus.BroadcastProjectUpdate(testProject("late-1", n)), "broadcasts are queued")
+		require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("late-1", n)), "broadcasts are queued")
 	}
 	require.Error(t, bus.Ready(context.Background()), "not ready without a broker")
 
@@ -518,7 +508,7 @@ func TestKafkaStartsWithoutBroker(t *testing.T) {
 	// The gateway reads from the newest offset, yet gets its own events:
 	// it publishes only once its consumer reads.
 	for n := range 5 {
-		assert.Equal(t, testProject("late-1", n), nextEvent(t, in, 20*time.Second).Project)
+		assert.Equal(t, pubsubtest.Project("late-1", n), nextEvent(t, in, 20*time.Second).Project)
 	}
 	awaitReady(t, bus)
 }
@@ -526,7 +516,7 @@ func TestKafkaStartsWithoutBroker(t *testing.T) {
 func TestKafkaCloseWithoutBrokerReportsUnpublishedEvents(t *testing.T) {
 	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: []string{deadAddress(t)}}, testLogger())
 	require.NoError(t, err)
-	require.NoError(t, bus.BroadcastProjectUpdate(testProject("lost-1", 1)))
+	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("lost-1", 1)))
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	err = bus.Close(ctx)
@@ -563,7 +553,7 @@ func TestKafkaCloseWithHungBrokerAtStart(t *testing.T) {
 	broker := pubsubtest.NewHungBroker(t)
 	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: []string{broker.Addr()}}, testLogger())
 	require.NoError(t, err)
-	require.NoError(t, bus.BroadcastProjectUpdate(testProject("hung-start-1", 1)))
+	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("hung-start-1", 1)))
 	require.Eventually(t, func() bool { return broker.Accepted() > 0 }, 5*time.Second, 5*time.Millisecond,
 		"the consumer tries the broker")
 
@@ -605,7 +595,7 @@ func TestKafkaCloseWithBrokerThatStopsAnsweringProduce(t *testing.T) {
 	require.NoError(t, err)
 	awaitReady(t, bus)
 	produced := pubsubtest.SwallowProduce(cluster)
-	require.NoError(t, bus.BroadcastProjectUpdate(testProject("hung-produce-1", 1)))
+	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("hung-produce-1", 1)))
 	select {
 	case <-produced:
 	case <-time.After(10 * time.Second):
@@ -719,8 +709,8 @@ func TestKafkaOverTLSWithSASLPlain(t *testing.T) {
 	bus := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{TLS: clientTLS, SASL: &pubsub.SASLConfig{User: "statusd", Password: "s3cret"}})
 	in := kafkaInbox(t, bus)
 	awaitReady(t, bus)
-	require.NoError(t, bus.BroadcastProjectUpdate(testProject("tls-1", 1)))
-	assert.Equal(t, testProject("tls-1", 1), nextEvent(t, in, 10*time.Second).Project)
+	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("tls-1", 1)))
+	assert.Equal(t, pubsubtest.Project("tls-1", 1), nextEvent(t, in, 10*time.Second).Project)
 
 	wrong := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{TLS: clientTLS, SASL: &pubsub.SASLConfig{User: "statusd", Password: "wrong"}})
 	assert.Error(t, wrong.Ready(context.Background()), "a wrong password is not ready")

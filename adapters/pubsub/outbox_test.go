@@ -19,7 +19,7 @@ import (
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
-	"github.com/statusbroadcaster/statusbroadcaster/domain"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
 	"github.com/statusbroadcaster/statusbroadcaster/ports"
 )
 
@@ -107,17 +107,6 @@ func subscribeAll(t *testing.T, bus *pubsub.Bus) ports.Inbox {
 	return in
 }
 
-func record(id string, n int) domain.Project {
-	return domain.Project{ID: id, Name: fmt.Sprintf("app-%d", n), Status: domain.StatusCompiling,
-		UpdatedAt: time.Date(2024, 1, 1, 12, 0, 0, n, time.UTC)}
-}
-
-func nameSeq(ev domain.Event) int {
-	var n int
-	_, _ = fmt.Sscanf(ev.Project.Name, "app-%d", &n)
-	return n
-}
-
 // The seed's promise: broadcasting never interrupts the caller, even when
 // the pub/sub hangs for good. Every call returns while Publish is provably
 // blocked; events are delivered in order once it recovers.
@@ -127,12 +116,12 @@ func TestBroadcastDoesNotWaitForABlockedPublisher(t *testing.T) {
 	defer func() { require.NoError(t, closeBus(t, bus, 5*time.Second)) }()
 
 	const n = 5_000
-	require.NoError(t, bus.BroadcastProjectUpdate(record("p", 0)))
+	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("p", 0)))
 	<-gate.entered // the outbox is now stuck inside Publish
 	var slowest time.Duration
 	for i := 1; i < n; i++ {
 		start := time.Now()
-		require.NoError(t, bus.BroadcastProjectUpdate(record("p", i)))
+		require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("p", i)))
 		slowest = max(slowest, time.Since(start))
 	}
 	assert.EqualValues(t, 1, gate.calls.Load(), "Publish is still blocked in its first call")
@@ -144,7 +133,7 @@ func TestBroadcastDoesNotWaitForABlockedPublisher(t *testing.T) {
 	for i := range n {
 		select {
 		case ev := <-in.Events():
-			require.Equal(t, i, nameSeq(ev), "delivered in broadcast order after recovery")
+			require.Equal(t, i, pubsubtest.Seq(ev), "delivered in broadcast order after recovery")
 		case <-time.After(10 * time.Second):
 			require.FailNow(t, "event not delivered after recovery", "event %d", i)
 		}
@@ -157,12 +146,12 @@ func TestOutboxAtItsBoundKeepsTheLatestStateOfEachProject(t *testing.T) {
 	in := subscribeAll(t, bus)
 	defer func() { require.NoError(t, closeBus(t, bus, 5*time.Second)) }()
 
-	require.NoError(t, bus.BroadcastProjectUpdate(record("warmup", 0)))
+	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("warmup", 0)))
 	<-gate.entered
 	const projects, rounds = 20, 50
 	for r := range rounds {
 		for p := range projects {
-			require.NoError(t, bus.BroadcastProjectUpdate(record(fmt.Sprintf("p%d", p), r)))
+			require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project(fmt.Sprintf("p%d", p), r)))
 		}
 	}
 	assert.LessOrEqual(t, bus.OutboxDepth(), 100, "the outbox stays within its bound")
@@ -177,7 +166,7 @@ func TestOutboxAtItsBoundKeepsTheLatestStateOfEachProject(t *testing.T) {
 			if ev.Project.ID == "warmup" {
 				continue
 			}
-			n := nameSeq(ev)
+			n := pubsubtest.Seq(ev)
 			if prev, ok := last[ev.Project.ID]; ok {
 				require.Greater(t, n, prev, "order per project survives coalescing")
 			}
@@ -205,7 +194,7 @@ func TestFailingPublisherIsRetriedInOrder(t *testing.T) {
 	defer func() { require.NoError(t, closeBus(t, bus, 5*time.Second)) }()
 
 	for i := range 100 {
-		require.NoError(t, bus.BroadcastProjectUpdate(record("p", i)))
+		require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("p", i)))
 	}
 	<-gate.entered
 	require.Eventually(t, func() bool {
@@ -215,7 +204,7 @@ func TestFailingPublisherIsRetriedInOrder(t *testing.T) {
 	for i := range 100 {
 		select {
 		case ev := <-in.Events():
-			require.Equal(t, i, nameSeq(ev))
+			require.Equal(t, i, pubsubtest.Seq(ev))
 		case <-time.After(10 * time.Second):
 			require.FailNow(t, "event not delivered after the publisher recovered")
 		}
@@ -236,11 +225,11 @@ func TestCloseFlushesTheOutbox(t *testing.T) {
 	go func() {
 		defer close(done)
 		for ev := range in.Events() {
-			got = append(got, nameSeq(ev))
+			got = append(got, pubsubtest.Seq(ev))
 		}
 	}()
 	for i := range 1000 {
-		require.NoError(t, bus.BroadcastProjectUpdate(record("p", i)))
+		require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("p", i)))
 	}
 	gate.openGate()
 	require.NoError(t, closeBus(t, bus, 5*time.Second))
@@ -249,7 +238,7 @@ func TestCloseFlushesTheOutbox(t *testing.T) {
 	for i, n := range got {
 		require.Equal(t, i, n)
 	}
-	assert.NoError(t, bus.BroadcastProjectUpdate(record("p", 1000)), "broadcast after Close is dropped and logged, not an error")
+	assert.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("p", 1000)), "broadcast after Close is dropped and logged, not an error")
 }
 
 // Close gives up at its deadline when the publisher never returns, and
@@ -257,10 +246,10 @@ func TestCloseFlushesTheOutbox(t *testing.T) {
 // publisher, so no goroutine is left behind (goleak checks).
 func TestCloseHonoursItsDeadlineWithABlockedPublisher(t *testing.T) {
 	bus, gate, reg := newGatedBus(t, pubsub.Config{}, false)
-	require.NoError(t, bus.BroadcastProjectUpdate(record("p", 0)))
+	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("p", 0)))
 	<-gate.entered
 	for i := 1; i < 10; i++ {
-		require.NoError(t, bus.BroadcastProjectUpdate(record("p", i)))
+		require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("p", i)))
 	}
 	err := closeBus(t, bus, 100*time.Millisecond)
 	require.ErrorIs(t, err, context.DeadlineExceeded)

@@ -85,14 +85,25 @@ func TestBus(t *testing.T, f Features, newBus Constructor) {
 	}
 }
 
-// project returns a project record numbered n.
-func project(id string, n int) domain.Project {
+// Project returns event n of project id, as the suite broadcasts it: its
+// Name, "app-n", carries n (Seq reads it back) and its UpdatedAt grows
+// with n.
+func Project(id string, n int) domain.Project {
 	ts := time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC)
 	return domain.Project{
 		ID: id, Name: fmt.Sprintf("app-%d", n), Status: domain.StatusCompiling,
 		CodeRepo: "https://github.com/user/" + id, DocsRepo: "https://github.com/user/" + id + "_docs",
 		InsertedAt: ts, UpdatedAt: ts.Add(time.Duration(n) * time.Millisecond),
 	}
+}
+
+// Seq returns the n of an event of a record made by Project, or -1.
+func Seq(ev domain.Event) int {
+	var n int
+	if _, err := fmt.Sscanf(ev.Project.Name, "app-%d", &n); err != nil {
+		return -1
+	}
+	return n
 }
 
 func newInbox(t *testing.T, bus Bus) ports.Inbox {
@@ -173,16 +184,16 @@ func testProjectFilter(t *testing.T, f Features, bus Bus, prefix string) {
 	require.NoError(t, in.SubscribeToProject(a))
 	w := witness(t, bus)
 
-	broadcast(t, bus, project(b, 1))
-	broadcast(t, bus, project(a, 2))
-	broadcast(t, bus, project(b, 3))
+	broadcast(t, bus, Project(b, 1))
+	broadcast(t, bus, Project(a, 2))
+	broadcast(t, bus, Project(b, 3))
 	awaitDispatched(t, f, w, prefix, map[string]int{a: 2, b: 3})
-	broadcast(t, bus, project(a, 4)) // the fence
+	broadcast(t, bus, Project(a, 4)) // the fence
 
 	got := receiveUntil(t, f, in, prefix, a, 4)
 	require.Len(t, got, 1, "only project %s's event", a)
 	assert.Equal(t, domain.EventProjectUpdated, got[0].Type)
-	assert.Equal(t, project(a, 2), got[0].Project, "the full record arrives")
+	assert.Equal(t, Project(a, 2), got[0].Project, "the full record arrives")
 }
 
 func testWildcard(t *testing.T, f Features, bus Bus, prefix string) {
@@ -192,7 +203,7 @@ func testWildcard(t *testing.T, f Features, bus Bus, prefix string) {
 	for i := range 20 {
 		id := fmt.Sprintf("%s-%d", prefix, i)
 		want = append(want, id)
-		broadcast(t, bus, project(id, i))
+		broadcast(t, bus, Project(id, i))
 	}
 	var got []string
 	for range want {
@@ -209,13 +220,13 @@ func testOnce(t *testing.T, f Features, bus Bus, prefix string) {
 	require.NoError(t, in.SubscribeToProject(a), "subscribing twice is harmless")
 
 	for i := range 3 {
-		broadcast(t, bus, project(a, i))
+		broadcast(t, bus, Project(a, i))
 	}
-	broadcast(t, bus, project(a, 9)) // the fence: a duplicate would come before it
+	broadcast(t, bus, Project(a, 9)) // the fence: a duplicate would come before it
 	got := receiveUntil(t, f, in, prefix, a, 9)
 	require.Len(t, got, 3, "each event once, though it matches two topics")
 	for i, ev := range got {
-		assert.Equal(t, project(a, i), ev.Project)
+		assert.Equal(t, Project(a, i), ev.Project)
 	}
 }
 
@@ -223,7 +234,7 @@ func testErrorEvent(t *testing.T, f Features, bus Bus, prefix string) {
 	a := prefix + "-a"
 	in := newInbox(t, bus)
 	require.NoError(t, in.SubscribeToProject(a))
-	p := project(a, 1)
+	p := Project(a, 1)
 	p.Status = domain.StatusFailed
 	require.NoError(t, bus.BroadcastProjectError(p, "Mix deps.get failed"))
 	ev := receive(t, f, in, prefix)
@@ -234,8 +245,8 @@ func testInvalidInput(t *testing.T, f Features, bus Bus, prefix string) {
 	in := newInbox(t, bus)
 	assert.Error(t, in.SubscribeToProject("projects:*"), "an id cannot forge the wildcard")
 	assert.Error(t, in.SubscribeToProject(""), "empty id")
-	assert.ErrorIs(t, bus.BroadcastProjectUpdate(project("bad:id", 1)), domain.ErrInvalidEvent)
-	assert.ErrorIs(t, bus.BroadcastProjectError(project(prefix+"-a", 1), ""), domain.ErrInvalidEvent)
+	assert.ErrorIs(t, bus.BroadcastProjectUpdate(Project("bad:id", 1)), domain.ErrInvalidEvent)
+	assert.ErrorIs(t, bus.BroadcastProjectError(Project(prefix+"-a", 1), ""), domain.ErrInvalidEvent)
 }
 
 func testOrder(t *testing.T, f Features, bus Bus, prefix string) {
@@ -256,9 +267,7 @@ func testOrder(t *testing.T, f Features, bus Bus, prefix string) {
 				if !ok {
 					return
 				}
-				var n int
-				_, _ = fmt.Sscanf(ev.Project.Name, "app-%d", &n)
-				got = append(got, n)
+				got = append(got, Seq(ev))
 			case <-time.After(f.Timeout):
 				return
 			}
@@ -266,7 +275,7 @@ func testOrder(t *testing.T, f Features, bus Bus, prefix string) {
 	}()
 	go func() {
 		for i := range f.ManyEvents {
-			_ = bus.BroadcastProjectUpdate(project(ids[i%len(ids)], i))
+			_ = bus.BroadcastProjectUpdate(Project(ids[i%len(ids)], i))
 		}
 	}()
 	next := map[string]int{}
@@ -287,12 +296,11 @@ func testOrder(t *testing.T, f Features, bus Bus, prefix string) {
 	}
 }
 
-// sequence recovers n from a record built by project(id, n).
+// sequence recovers n from a record built by Project(id, n).
 func sequence(t *testing.T, ev domain.Event) int {
 	t.Helper()
-	var n int
-	_, err := fmt.Sscanf(ev.Project.Name, "app-%d", &n)
-	require.NoError(t, err)
+	n := Seq(ev)
+	require.NotEqual(t, -1, n, "not a record made by Project: %q", ev.Project.Name)
 	return n
 }
 
@@ -306,7 +314,7 @@ func testConcurrentBroadcasters(t *testing.T, f Features, bus Bus, prefix string
 		wg.Go(func() {
 			id := fmt.Sprintf("%s-%d", prefix, g)
 			for i := range per {
-				assert.NoError(t, bus.BroadcastProjectUpdate(project(id, i)))
+				assert.NoError(t, bus.BroadcastProjectUpdate(Project(id, i)))
 			}
 		})
 	}
@@ -326,14 +334,14 @@ func testUnsubscribeProject(t *testing.T, f Features, bus Bus, prefix string) {
 	require.NoError(t, in.SubscribeToProject(a))
 	require.NoError(t, in.SubscribeToProject(b))
 	w := witness(t, bus)
-	broadcast(t, bus, project(a, 1))
+	broadcast(t, bus, Project(a, 1))
 	require.Equal(t, a, receive(t, f, in, prefix).Project.ID)
 
 	in.UnsubscribeFromProject(a)
 	in.UnsubscribeFromProject(prefix + "-never-subscribed") // harmless
-	broadcast(t, bus, project(a, 2))
+	broadcast(t, bus, Project(a, 2))
 	awaitDispatched(t, f, w, prefix, map[string]int{a: 2})
-	broadcast(t, bus, project(b, 3))
+	broadcast(t, bus, Project(b, 3))
 	ev := receive(t, f, in, prefix)
 	assert.Equal(t, b, ev.Project.ID, "no event of %s after unsubscribing", a)
 }
@@ -344,13 +352,13 @@ func testUnsubscribeAll(t *testing.T, f Features, bus Bus, prefix string) {
 	require.NoError(t, in.SubscribeToAllProjects())
 	require.NoError(t, in.SubscribeToProject(b))
 	w := witness(t, bus)
-	broadcast(t, bus, project(a, 1))
+	broadcast(t, bus, Project(a, 1))
 	require.Equal(t, a, receive(t, f, in, prefix).Project.ID)
 
 	in.UnsubscribeFromAllProjects()
-	broadcast(t, bus, project(a, 2))
+	broadcast(t, bus, Project(a, 2))
 	awaitDispatched(t, f, w, prefix, map[string]int{a: 2})
-	broadcast(t, bus, project(b, 3))
+	broadcast(t, bus, Project(b, 3))
 	assert.Equal(t, b, receive(t, f, in, prefix).Project.ID, "only the project topic is left")
 }
 
@@ -359,7 +367,7 @@ func testClose(t *testing.T, f Features, bus Bus, prefix string) {
 	require.NoError(t, in.SubscribeToAllProjects())
 	require.NoError(t, in.Close())
 	require.NoError(t, in.Close(), "Close is idempotent")
-	broadcast(t, bus, project(prefix+"-a", 1))
+	broadcast(t, bus, Project(prefix+"-a", 1))
 	select {
 	case _, ok := <-in.Events():
 		assert.False(t, ok, "a closed inbox delivers nothing")
@@ -383,7 +391,7 @@ func testSlowSubscriber(t *testing.T, f Features, bus Bus, prefix string) {
 	want := map[string]int{ids[0]: 0, ids[1]: 1} // next sequence number per project
 	for start := 0; start < f.SlowSubscriberEvents; start += chunk {
 		for i := start; i < start+chunk; i++ {
-			broadcast(t, bus, project(ids[i%2], i))
+			broadcast(t, bus, Project(ids[i%2], i))
 		}
 		for range chunk {
 			ev := receive(t, f, reader, prefix)
