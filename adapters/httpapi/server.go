@@ -51,6 +51,14 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	// Ready, when set, decides GET /readyz: nil error means ready.
 	Ready func(context.Context) error
+	// Auth, when set, protects the streams, POST /events and the project
+	// queries: a request needs a token it accepts (401 otherwise) whose
+	// grants cover what it asks for (403 otherwise). Nil: everyone may
+	// read and publish everything.
+	Auth Authenticator
+	// DisableMetrics leaves GET /metrics out (statusd then serves it on
+	// a listener of its own, --metrics-addr).
+	DisableMetrics bool
 }
 
 func (c *Config) setDefaults() {
@@ -123,15 +131,17 @@ func New(cfg Config, bus Bus, logger *slog.Logger) *Server {
 	}
 	s.closing, s.closeStreams = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /events", s.postEvent)
-	mux.HandleFunc("GET /events", s.streamSelected)
-	mux.HandleFunc("GET /events/projects", s.streamAll)
-	mux.HandleFunc("GET /events/projects/{id}", s.streamProject)
-	mux.HandleFunc("GET /projects", s.listProjects)
-	mux.HandleFunc("GET /projects/{id}", s.getProject)
+	mux.HandleFunc("POST /events", s.authenticated(s.postEvent, false))
+	mux.HandleFunc("GET /events", s.authenticated(s.streamSelected, true))
+	mux.HandleFunc("GET /events/projects", s.authenticated(s.streamAll, true))
+	mux.HandleFunc("GET /events/projects/{id}", s.authenticated(s.streamProject, true))
+	mux.HandleFunc("GET /projects", s.authenticated(s.listProjects, false))
+	mux.HandleFunc("GET /projects/{id}", s.authenticated(s.getProject, false))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	if !cfg.DisableMetrics {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
 	mux.HandleFunc("GET /{$}", s.dashboard)
 	s.handler = jsonErrors(mux)
 	return s
@@ -175,6 +185,10 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if !s.access(r).Publish.CoversProject(ev.Project.ID) {
+		forbidden(w, "the token does not grant publish on "+ev.Topic().String())
+		return
+	}
 	switch ev.Type {
 	case domain.EventProjectError:
 		err = s.bus.BroadcastProjectError(ev.Project, ev.Error)
@@ -188,10 +202,14 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, acceptedBody{Topic: ev.Topic().String()})
 }
 
-func (s *Server) listProjects(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 	entries := s.bus.LatestAll()
 	projects := make([]domain.Project, 0, len(entries))
+	readable := s.access(r).Subscribe
 	for _, e := range entries {
+		if !readable.CoversProject(e.Event.Project.ID) {
+			continue // only the projects the token may read
+		}
 		projects = append(projects, e.Event.Project)
 	}
 	slices.SortFunc(projects, func(a, b domain.Project) int { return strings.Compare(a.ID, b.ID) })
@@ -202,6 +220,10 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if err := domain.ValidateProjectID(id); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if !s.access(r).Subscribe.CoversProject(id) {
+		forbidden(w, "the token does not grant subscribe on "+domain.ProjectTopic(id).String())
 		return
 	}
 	e, ok := s.bus.Latest(id)

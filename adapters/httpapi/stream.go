@@ -58,6 +58,9 @@ func (s *Server) streamSelected(w http.ResponseWriter, r *http.Request) {
 // topics: the snapshot or the replay first, then live events, with
 // heartbeats while idle.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.Topic) {
+	if !s.maySubscribe(w, r, topics) {
+		return
+	}
 	snapshot := true
 	if v := r.URL.Query().Get("snapshot"); v != "" {
 		b, err := strconv.ParseBool(v)
