@@ -39,6 +39,16 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		if err := runToken(os.Args[2:], os.LookupEnv, os.Stdout, os.Stderr); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				os.Exit(0)
+			}
+			fmt.Fprintln(os.Stderr, "statusd:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -62,6 +72,8 @@ type config struct {
 	logLevel     slog.Level
 	shutdown     time.Duration
 	kafka        kafkaFlags
+	auth         authFlags
+	metricsAddr  string
 }
 
 // parseConfig reads flags from args, each defaulting to the environment
@@ -82,6 +94,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN or ERROR")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 4*time.Second, "how long a clean shutdown may take")
 	c.kafka.register(fs)
+	c.auth.register(fs)
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve GET /metrics on this address instead (e.g. 127.0.0.1:9090), and not on --addr")
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -113,6 +127,9 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 		if _, err := c.kafka.config(); err != nil {
 			return c, err
 		}
+	}
+	if _, err := c.auth.config(); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -151,15 +168,28 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 
-	api := httpapi.New(httpapi.Config{
-		Heartbeat:    cfg.heartbeat,
-		WriteTimeout: cfg.writeTimeout,
-		MaxClients:   cfg.maxClients,
-		QueueSize:    cfg.queueSize,
-		Metrics:      m,
-		Gatherer:     reg,
-		Ready:        bus.Ready,
-	}, bus, logger)
+	verifier, err := cfg.auth.verifier(logger)
+	if err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdown)
+		defer cancel()
+		_ = bus.Close(ctx)
+		return err
+	}
+	apiCfg := httpapi.Config{
+		Heartbeat:      cfg.heartbeat,
+		WriteTimeout:   cfg.writeTimeout,
+		MaxClients:     cfg.maxClients,
+		QueueSize:      cfg.queueSize,
+		Metrics:        m,
+		Gatherer:       reg,
+		Ready:          bus.Ready,
+		DisableMetrics: cfg.metricsAddr != "",
+	}
+	if verifier != nil {
+		defer verifier.Close()
+		apiCfg.Auth = verifier
+	}
+	api := httpapi.New(apiCfg, bus, logger)
 	srv := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -179,6 +209,14 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	metricsSrv, err := serveMetrics(cfg.metricsAddr, reg, logger, serveErr)
+	if err != nil {
+		_ = srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdown)
+		defer cancel()
+		_ = bus.Close(ctx)
+		return err
+	}
 
 	demoCtx, stopDemo := context.WithCancel(ctx)
 	demoDone := make(chan struct{})
@@ -208,6 +246,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	var errs []error
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	if metricsSrv != nil {
+		if err := metricsSrv.Shutdown(shutdownCtx); err != nil {
+			errs = append(errs, fmt.Errorf("metrics shutdown: %w", err))
+		}
 	}
 	if err := bus.Close(shutdownCtx); err != nil {
 		errs = append(errs, fmt.Errorf("pub/sub close: %w", err))

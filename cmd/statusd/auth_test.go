@@ -1,0 +1,289 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/jwtauth"
+)
+
+const testSecret = "statusd-test-secret-0123456789abcdef"
+
+func TestAuthFlags(t *testing.T) {
+	dir := t.TempDir()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	require.NoError(t, err)
+	pubFile := filepath.Join(dir, "pub.pem")
+	require.NoError(t, os.WriteFile(pubFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600))
+	privFile := filepath.Join(dir, "priv.pem")
+	require.NoError(t, os.WriteFile(privFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600))
+
+	c, err := parseConfig(nil, env(nil), io.Discard)
+	require.NoError(t, err)
+	assert.False(t, c.auth.enabled(), "no key: open mode")
+
+	c, err = parseConfig(nil, env(map[string]string{
+		"STATUSD_JWT_SECRET": testSecret, "STATUSD_JWT_PUBLIC_KEY": pubFile, "STATUSD_JWT_JWKS_URL": "https://id.example/jwks",
+		"STATUSD_JWT_ISSUER": "https://id.example", "STATUSD_JWT_AUDIENCE": "statusd", "STATUSD_METRICS_ADDR": "127.0.0.1:9090",
+	}), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, authFlags{secret: testSecret, publicKey: pubFile, jwksURL: "https://id.example/jwks", issuer: "https://id.example", audience: "statusd"}, c.auth)
+	assert.Equal(t, "127.0.0.1:9090", c.metricsAddr)
+
+	_, err = parseConfig([]string{"--jwt-secret", strings.Repeat("s", 32)}, env(nil), io.Discard)
+	assert.NoError(t, err, "32 bytes is enough")
+
+	for name, bad := range map[string]struct {
+		args []string
+		env  map[string]string
+	}{
+		"31-byte secret":             {[]string{"--jwt-secret", strings.Repeat("s", 31)}, nil},
+		"short secret from the env":  {nil, map[string]string{"STATUSD_JWT_SECRET": "short"}},
+		"missing key file":           {[]string{"--jwt-public-key", filepath.Join(dir, "nope.pem")}, nil},
+		"private key file":           {[]string{"--jwt-public-key", privFile}, nil},
+		"issuer without a key":       {[]string{"--jwt-issuer", "x"}, nil},
+		"audience without a key":     {nil, map[string]string{"STATUSD_JWT_AUDIENCE": "x"}},
+		"not a key file":             {[]string{"--jwt-public-key", "/dev/null"}, nil},
+		"flag wins over env (short)": {[]string{"--jwt-secret", "short"}, map[string]string{"STATUSD_JWT_SECRET": testSecret}},
+	} {
+		_, err := parseConfig(bad.args, env(bad.env), io.Discard)
+		assert.Error(t, err, name)
+	}
+	// A refused configuration stops statusd before it listens.
+	logs := &syncBuffer{}
+	err = run(context.Background(), []string{"--addr", "127.0.0.1:0", "--jwt-secret", "too-short"}, env(nil), logs)
+	require.ErrorContains(t, err, "at least 32")
+	assert.NotContains(t, logs.String(), "listening on")
+}
+
+// startRun runs statusd in-process and returns its URL, its logs and a
+// stop function that waits for a clean exit.
+func startRun(t *testing.T, args ...string) (string, *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, append([]string{"--addr", "127.0.0.1:0"}, args...), env(nil), logs) }()
+	url := waitForURL(t, logs.String)
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Error("run did not stop")
+		}
+	})
+	return url, logs
+}
+
+var warnOpen = regexp.MustCompile(`level=WARN msg="authorization is off`)
+
+// Without a key statusd runs open, as before, and says so once, loudly;
+// with one it does not.
+func TestOpenModeWarnsOnce(t *testing.T) {
+	url, logs := startRun(t)
+	assert.Equal(t, http.StatusOK, status(t, url+"/events/projects/x?snapshot=false"), "open: streams need no token")
+	assert.Len(t, warnOpen.FindAllString(logs.String(), -1), 1, logs.String())
+
+	url, logs = startRun(t, "--jwt-secret", testSecret)
+	assert.Equal(t, http.StatusUnauthorized, status(t, url+"/events/projects"))
+	assert.Empty(t, warnOpen.FindAllString(logs.String(), -1))
+	assert.Contains(t, logs.String(), "authorization is on")
+}
+
+var metricsOn = regexp.MustCompile(`metrics on (http://[^ "]+)/metrics`)
+
+// --metrics-addr serves /metrics on its own listener, and then not on the
+// main one.
+func TestMetricsAddr(t *testing.T) {
+	url, logs := startRun(t, "--metrics-addr", "127.0.0.1:0", "--jwt-secret", testSecret)
+	m := metricsOn.FindStringSubmatch(logs.String())
+	require.NotNil(t, m, logs.String())
+	require.NotEqual(t, url, m[1])
+	resp, err := http.Get(m[1] + "/metrics")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, string(body), "statusbroadcaster_sse_open_streams")
+	assert.Equal(t, http.StatusNotFound, status(t, url+"/metrics"))
+	assert.Equal(t, http.StatusNotFound, status(t, m[1]+"/events/projects"), "the metrics listener serves nothing else")
+
+	url, _ = startRun(t, "--jwt-secret", testSecret)
+	assert.Equal(t, http.StatusOK, status(t, url+"/metrics"), "without --metrics-addr, /metrics stays on the main listener, open")
+
+	err = run(context.Background(), []string{"--addr", "127.0.0.1:0", "--metrics-addr", "256.0.0.1:1"}, env(nil), io.Discard)
+	assert.ErrorContains(t, err, "--metrics-addr")
+}
+
+func TestTokenCommandInProcess(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.NoError(t, runToken([]string{"--jwt-secret", testSecret, "--subscribe", "projects:*", "--publish", "projects:42,projects:43", "--ttl", "1h", "--sub", "ci"}, env(nil), &out, &errOut))
+	v, err := jwtauth.New(jwtauth.Config{Secret: []byte(testSecret)}, nil)
+	require.NoError(t, err)
+	defer v.Close()
+	a, err := v.Verify(context.Background(), strings.TrimSpace(out.String()))
+	require.NoError(t, err)
+	assert.Equal(t, "ci", a.Subject)
+	assert.True(t, a.Publish.CoversProject("43"))
+	assert.False(t, a.Publish.CoversProject("44"))
+	assert.WithinDuration(t, time.Now().Add(time.Hour), a.Expires, 2*time.Second)
+
+	for name, c := range map[string]struct {
+		args []string
+		env  map[string]string
+	}{
+		"no secret":        {[]string{"--subscribe", "projects:*"}, nil},
+		"short secret":     {[]string{"--jwt-secret", "short"}, nil},
+		"short env secret": {nil, map[string]string{"STATUSD_JWT_SECRET": "short"}},
+		"bad selector":     {[]string{"--jwt-secret", testSecret, "--subscribe", "projects:a*"}, nil},
+		"bad publish":      {[]string{"--jwt-secret", testSecret, "--publish", "42"}, nil},
+		"zero ttl":         {[]string{"--jwt-secret", testSecret, "--ttl", "0s"}, nil},
+		"negative ttl":     {[]string{"--jwt-secret", testSecret, "--ttl", "-1h"}, nil},
+		"stray argument":   {[]string{"--jwt-secret", testSecret, "extra"}, nil},
+	} {
+		out.Reset()
+		assert.Error(t, runToken(c.args, env(c.env), &out, io.Discard), name)
+		assert.Empty(t, out.String(), "%s: no token printed", name)
+	}
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// statusdBinary builds statusd once for the tests that run it as a child.
+func statusdBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "statusd-auth-test")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "statusd")
+		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		cmd.Stderr = os.Stderr
+		buildErr = cmd.Run()
+	})
+	require.NoError(t, buildErr)
+	return binPath
+}
+
+// The README's one-liner: `statusd token …` prints a token as its last line
+// and exits 0; a statusd started with the same secret (from the
+// environment) accepts it for what it grants, refuses the rest, and never
+// logs it.
+func TestTokenCommandAgainstStatusd(t *testing.T) {
+	bin := statusdBinary(t)
+	t.Cleanup(func() { _ = os.RemoveAll(filepath.Dir(bin)) })
+
+	mint := exec.Command(bin, "token", "--jwt-secret", testSecret, "--subscribe", "projects:*", "--publish", "projects:42", "--ttl", "1h")
+	out, err := mint.Output()
+	require.NoError(t, err, "exit 0")
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	token := lines[len(lines)-1]
+	require.Regexp(t, `^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$`, token)
+
+	fromEnv := exec.Command(bin, "token", "--subscribe", "projects:A")
+	fromEnv.Env = append(os.Environ(), "STATUSD_JWT_SECRET="+testSecret)
+	out, err = fromEnv.Output()
+	require.NoError(t, err)
+	lines = strings.Split(strings.TrimSpace(string(out)), "\n")
+	onlyA := lines[len(lines)-1]
+
+	bad := exec.Command(bin, "token", "--jwt-secret", "short")
+	assert.Error(t, bad.Run(), "a short secret fails")
+
+	cmd := exec.Command(bin, "--log-level", "DEBUG")
+	cmd.Env = append(os.Environ(), "STATUSD_ADDR=127.0.0.1:0", "STATUSD_JWT_SECRET="+testSecret)
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	url := waitForURL(t, logs.String)
+
+	do := func(method, path, tok, body string) int {
+		req, err := http.NewRequest(method, url+path, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	ev := func(id string) string {
+		return `{"event":"project_updated","project":{"id":"` + id + `","name":"n","status":"ready"}}`
+	}
+	assert.Equal(t, http.StatusUnauthorized, do(http.MethodGet, "/projects", "", ""))
+	assert.Equal(t, http.StatusUnauthorized, do(http.MethodPost, "/events", "", ev("42")))
+	assert.Equal(t, http.StatusForbidden, do(http.MethodPost, "/events", token, ev("43")))
+	assert.Equal(t, http.StatusForbidden, do(http.MethodPost, "/events", onlyA, ev("A")))
+	assert.Equal(t, http.StatusForbidden, do(http.MethodGet, "/projects/B", onlyA, ""))
+	assert.Equal(t, http.StatusUnauthorized, do(http.MethodGet, "/events/projects?access_token=garbage."+token[10:], "", ""))
+	assert.Equal(t, http.StatusForbidden, do(http.MethodGet, "/events/projects?access_token="+onlyA, "", ""))
+
+	resp, err := http.Get(url + "/events/projects?access_token=" + token)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, http.StatusAccepted, do(http.MethodPost, "/events", token, ev("42")))
+	sc := bufio.NewScanner(resp.Body)
+	got := ""
+	for got == "" && sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "data: ") {
+			got = sc.Text()
+		}
+	}
+	assert.Contains(t, got, `"id":"42"`, "the token reads what it published")
+
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	select {
+	case err := <-exited:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		require.FailNow(t, "statusd did not exit")
+	}
+	l := logs.String()
+	assert.Contains(t, l, "access_token=REDACTED", "the refusals were logged (DEBUG)")
+	for _, tok := range []string{token, onlyA} {
+		assert.NotContains(t, l, tok[len(tok)-20:], "no token in the logs")
+	}
+}
