@@ -152,22 +152,36 @@ func quotable(s string) string {
 }
 
 // redactURL renders u for a log line with the value of every access_token
-// parameter replaced: tokens never reach logs.
+// parameter replaced: tokens never reach logs. Parameter names are matched
+// unescaped and in any case, and ';' separates parameters too, so nothing
+// that some parser could read as an access_token survives.
 func redactURL(u *url.URL) string {
-	if u.RawQuery == "" || !strings.Contains(strings.ToLower(u.RawQuery), strings.ToLower(TokenQueryParam)) {
+	if u.RawQuery == "" {
 		return u.RequestURI()
 	}
-	parts := strings.Split(u.RawQuery, "&")
-	for i, p := range parts {
-		name, _, _ := strings.Cut(p, "=")
+	var b strings.Builder
+	rest := u.RawQuery
+	for {
+		i := strings.IndexAny(rest, "&;")
+		seg := rest
+		if i >= 0 {
+			seg = rest[:i]
+		}
+		name, _, _ := strings.Cut(seg, "=")
 		if n, err := url.QueryUnescape(name); err == nil {
 			name = n
 		}
 		if strings.EqualFold(name, TokenQueryParam) {
-			parts[i] = TokenQueryParam + "=REDACTED"
+			seg = TokenQueryParam + "=REDACTED"
 		}
+		b.WriteString(seg)
+		if i < 0 {
+			break
+		}
+		b.WriteByte(rest[i])
+		rest = rest[i+1:]
 	}
 	c := *u
-	c.RawQuery = strings.Join(parts, "&")
+	c.RawQuery = b.String()
 	return c.RequestURI()
 }
