@@ -3,8 +3,11 @@ package jwtauth_test
 import (
 	"context"
 	"crypto/rsa"
+	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -139,4 +142,30 @@ func TestJWKSDownAtStart(t *testing.T) {
 		_, err := v.Verify(context.Background(), signKID(t, k1, valid()))
 		return err == nil
 	}, 10*time.Second, 50*time.Millisecond)
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// A JWKS over plain http to another host is accepted with a WARN (whoever
+// alters that traffic mints tokens); over loopback or https, no WARN. No
+// request leaves the machine: the client's transport refuses them all.
+func TestJWKSOverPlainHTTPWarns(t *testing.T) {
+	offline := &http.Client{Timeout: time.Second, Transport: roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return nil, errors.New("offline test transport")
+	})}
+	for url, warns := range map[string]bool{
+		"http://idp.internal/jwks":  true,
+		"https://idp.internal/jwks": false,
+		"http://127.0.0.1:1/jwks":   false,
+		"http://localhost:1/jwks":   false,
+	} {
+		var logs strings.Builder
+		v, err := jwtauth.New(jwtauth.Config{JWKSURL: url, HTTPClient: offline}, slog.New(slog.NewTextHandler(&logs, nil)))
+		require.NoError(t, err, url)
+		v.Close()
+		assert.Equal(t, warns, strings.Contains(logs.String(), "plain http"), "%s: %s", url, logs.String())
+		assert.Contains(t, logs.String(), "fetching the JWKS failed", "the failed first fetch is logged")
+	}
 }
