@@ -8,6 +8,7 @@
 //
 //	statusd --demo                      # in memory, with simulated projects
 //	STATUSD_ADDR=:9090 statusd          # env instead of flags
+//	statusd token --jwt-secret S --subscribe 'projects:*' --ttl 1h   # mint a token (SECURITY.md)
 package main
 
 import (
@@ -207,7 +208,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	}
 	logger.Info("listening on "+listenURL(ln.Addr()), "pubsub", cfg.pubsub, "demo", cfg.demo)
 
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2) // the server, and the metrics listener (--metrics-addr)
 	go func() { serveErr <- srv.Serve(ln) }()
 	metricsSrv, err := serveMetrics(cfg.metricsAddr, reg, logger, serveErr)
 	if err != nil {
