@@ -106,6 +106,12 @@ var protected = []struct{ method, path, body string }{
 	{http.MethodGet, "/projects", ""},
 	{http.MethodGet, "/projects/A", ""},
 	{http.MethodPost, "/events", envelope("A", 1, "")},
+	// Invalid requests too: a client without a valid token learns nothing
+	// about what the gateway would accept.
+	{http.MethodGet, "/events/projects/bad%20id", ""},
+	{http.MethodGet, "/events?topic=users:1", ""},
+	{http.MethodGet, "/projects/bad%20id", ""},
+	{http.MethodPost, "/events", "{not json"},
 }
 
 func TestMissingOrBadTokenIs401Everywhere(t *testing.T) {
