@@ -174,7 +174,7 @@ func TestDashboardAuthorizationInBrowser(t *testing.T) {
 
 	// A token that expires while the page is open: the stream ends, the
 	// reconnection is refused, the page says why and stops.
-	short := mint(t, []string{"projects:*"}, nil, 3*time.Second)
+	short := mint(t, []string{"projects:*"}, nil, 6*time.Second)
 	expiring := tab()
 	run(expiring, chromedp.Navigate(srv.URL+"/?access_token="+short))
 	waitUntil(expiring, "live", state+` === 'live' && `+rowCount+` === 2`)
