@@ -486,3 +486,37 @@ func TestTokensNeverLoggedNorInMetrics(t *testing.T) {
 	_ = resp.Body.Close()
 	require.False(t, errors.Is(sc.Err(), io.ErrUnexpectedEOF))
 }
+
+// Cross-site request forgery: a page on another site can make the browser
+// POST with the statusd_token cookie, but only as a form or text (without
+// a CORS preflight it cannot send application/json). Those are refused
+// with 415 and nothing is broadcast.
+func TestCookiePostsThatAFormCouldSendAreRefused(t *testing.T) {
+	t.Parallel()
+	g := newAuthGateway(t)
+	cookie := httpapi.TokenCookie + "=" + mint(t, []string{"projects:*"}, []string{"projects:*"}, time.Hour)
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""} {
+		req, err := http.NewRequest(http.MethodPost, g.srv.URL+"/events", strings.NewReader(envelope("csrf", 1, "")))
+		require.NoError(t, err)
+		req.Header.Set("Cookie", cookie)
+		req.Header.Set("Origin", "https://evil.example")
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		resp, err := g.srv.Client().Do(req)
+		require.NoError(t, err)
+		requireStatus(t, resp, readBody(t, resp), http.StatusUnsupportedMediaType)
+	}
+	// The same cookie with application/json (which only a same-origin page,
+	// or an origin CORS allows, can send) is accepted.
+	req, err := http.NewRequest(http.MethodPost, g.srv.URL+"/events", strings.NewReader(envelope("same-origin", 1, "")))
+	require.NoError(t, err)
+	req.Header.Set("Cookie", cookie)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := g.srv.Client().Do(req)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, readBody(t, resp))
+	require.Eventually(t, func() bool { _, ok := g.bus.Latest("same-origin"); return ok }, waitFor, time.Millisecond)
+	_, ok := g.bus.Latest("csrf")
+	assert.False(t, ok, "nothing a form could send was broadcast")
+}
