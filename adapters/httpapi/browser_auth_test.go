@@ -157,9 +157,18 @@ func TestDashboardAuthorizationInBrowser(t *testing.T) {
 	run(narrow, chromedp.Navigate(srv.URL+"/?access_token="+onlyA))
 	waitUntil(narrow, "forbidden", state+` === 'unauthorized'`)
 	assert.Contains(t, eval(narrow, `document.getElementById('auth-reason').textContent`), "projects:*")
+	assert.Equal(t, "forbidden", eval(narrow, `document.getElementById('connection-text').textContent`))
 	stopsReconnecting()
-	run(narrow, chromedp.Navigate(srv.URL+"/?project=p-a&access_token="+onlyA))
-	waitUntil(narrow, "its project is live", state+` === 'live' && `+rowCount+` === 1`)
+	// It offers the projects the token does cover (GET /projects with the
+	// token as Bearer); following one, with the token kept for the tab,
+	// is live.
+	waitUntil(narrow, "the covered projects offered", `!document.getElementById('auth-covered').hidden`)
+	assert.Equal(t, "p-a", eval(narrow, `Array.from(document.querySelectorAll('#auth-projects a')).map(a => a.dataset.projectId).join(',')`))
+	png, err = chromedp.Run(narrow, chromedp.FullScreenshot(100))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(out, "dashboard-forbidden.png"), png, 0o644))
+	run(narrow, chromedp.Click(chromedp.CSS(`#auth-projects a[data-project-id="p-a"]`)))
+	waitAcross(narrow, "its project is live", `location.search === '?project=p-a' && `+state+` === 'live' && `+rowCount+` === 1`)
 
 	// The cookie: no token in the URL, the browser sends statusd_token.
 	u := srv.URL + "/"
