@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/MicahParks/jwkset"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -286,4 +289,57 @@ func TestTokenCommandAgainstStatusd(t *testing.T) {
 	for _, tok := range []string{token, onlyA} {
 		assert.NotContains(t, l, tok[len(tok)-20:], "no token in the logs")
 	}
+}
+
+// --jwt-public-key and --jwt-jwks-url end to end: statusd accepts tokens
+// signed with the key, and refuses an HS256 token signed with the public
+// key as its secret.
+func TestPublicKeyAndJWKSFlags(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	require.NoError(t, err)
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	pubFile := filepath.Join(t.TempDir(), "pub.pem")
+	require.NoError(t, os.WriteFile(pubFile, pubPEM, 0o600))
+
+	jwk, err := jwkset.NewJWKFromKey(&key.PublicKey, jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: "k1", ALG: jwkset.AlgRS256}})
+	require.NoError(t, err)
+	store := jwkset.NewMemoryStorage()
+	require.NoError(t, store.KeyWrite(context.Background(), jwk))
+	set, err := store.JSONPublic(context.Background())
+	require.NoError(t, err)
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(set) }))
+	defer idp.Close()
+
+	sign := func(m jwt.SigningMethod, k any) string {
+		tok := jwt.NewWithClaims(m, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix(), "subscribe": []string{"projects:*"}, "iss": "idp", "aud": "statusd"})
+		tok.Header["kid"] = "k1"
+		s, err := tok.SignedString(k)
+		require.NoError(t, err)
+		return s
+	}
+	good := sign(jwt.SigningMethodRS256, key)
+	confused := sign(jwt.SigningMethodHS256, pubPEM)
+	streamStatus := func(url, tok string) int {
+		req, err := http.NewRequest(http.MethodGet, url+"/events/projects", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	for name, args := range map[string][]string{
+		"public key": {"--jwt-public-key", pubFile},
+		"JWKS":       {"--jwt-jwks-url", idp.URL, "--jwt-issuer", "idp", "--jwt-audience", "statusd"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			url, logs := startRun(t, args...)
+			assert.Equal(t, http.StatusOK, streamStatus(url, good), logs.String())
+			assert.Equal(t, http.StatusUnauthorized, streamStatus(url, confused))
+		})
+	}
+	url, _ := startRun(t, "--jwt-jwks-url", idp.URL, "--jwt-audience", "another")
+	assert.Equal(t, http.StatusUnauthorized, streamStatus(url, good), "the audience is checked")
 }
