@@ -62,6 +62,7 @@ type config struct {
 	logLevel     slog.Level
 	shutdown     time.Duration
 	kafka        kafkaFlags
+	harden       hardenFlags
 }
 
 // parseConfig reads flags from args, each defaulting to the environment
@@ -82,6 +83,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN or ERROR")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 4*time.Second, "how long a clean shutdown may take")
 	c.kafka.register(fs)
+	c.harden.register(fs)
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -108,6 +110,9 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 		return c, errors.New("durations must be positive")
 	case c.history <= 0, c.maxClients <= 0, c.maxProjects <= 0, c.queueSize <= 0:
 		return c, errors.New("sizes must be positive")
+	}
+	if err := c.harden.check(); err != nil {
+		return c, err
 	}
 	if c.pubsub == "kafka" {
 		if _, err := c.kafka.config(); err != nil {
@@ -159,10 +164,18 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		Metrics:      m,
 		Gatherer:     reg,
 		Ready:        bus.Ready,
+
+		CORSOrigins:     cfg.harden.origins,
+		MaxClientsPerIP: cfg.harden.maxClientsPerIP,
+		TrustedProxies:  cfg.harden.proxies,
+		PublishRate:     cfg.harden.publishRate,
+		PublishBurst:    cfg.harden.publishBurst,
+		BodyReadTimeout: cfg.harden.readBodyTimeout,
 	}, bus, logger)
 	srv := &http.Server{
 		Handler:           api,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.harden.readHeaderTimeout,
+		MaxHeaderBytes:    httpapi.MaxHeaderBytes,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
