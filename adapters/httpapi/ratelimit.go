@@ -26,7 +26,7 @@ type keyedLimiter struct {
 
 	mu   sync.Mutex
 	keys map[string]*list.Element // value *keyedBucket
-	lru  *list.List                // least recently used first
+	lru  *list.List               // least recently used first
 }
 
 type keyedBucket struct {
