@@ -48,7 +48,9 @@ func malformedPosts() []malformedPost {
 		simple("not JSON", js, 400, func(int) string { return "<xml/>" }),
 		simple("empty body", js, 400, func(int) string { return "" }),
 		simple("unknown field", js, 400, func(n int) string { return strings.Replace(envelope("good", n, ""), `{"event"`, `{"x":1,"event"`, 1) }),
-		simple("unknown event", js, 400, func(n int) string { return strings.Replace(envelope("good", n, ""), "project_updated", "project_deleted", 1) }),
+		simple("unknown event", js, 400, func(n int) string {
+			return strings.Replace(envelope("good", n, ""), "project_updated", "project_deleted", 1)
+		}),
 		simple("forged topic in id", js, 400, func(n int) string { return envelope("good:*", n, "") }),
 		simple("empty id", js, 400, func(n int) string { return envelope("", n, "") }),
 		simple("error without message", js, 400, func(n int) string { return strings.Replace(envelope("good", n, "x"), `,"error":"x"`, "", 1) }),
