@@ -60,7 +60,7 @@ func (s *Server) harden(next http.Handler) http.Handler {
 
 // isStreamRequest reports whether r asks for one of the stream endpoints.
 func isStreamRequest(r *http.Request) bool {
-	if r.Method != http.MethodGet {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return false
 	}
 	p := r.URL.Path
