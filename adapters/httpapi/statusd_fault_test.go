@@ -124,8 +124,8 @@ func testVanishingClients(t *testing.T, bin string) {
 			})
 		}
 		wg.Wait()
+		waitMetric(t, p, "statusbroadcaster_sse_open_streams", 0)
 	}
-	waitMetric(t, p, "statusbroadcaster_sse_open_streams", 0)
 	took := time.Since(start)
 	_, peak := p.memory()
 
