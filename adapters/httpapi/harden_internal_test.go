@@ -1,6 +1,9 @@
 package httpapi
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -139,4 +142,32 @@ func FuzzClientAddr(f *testing.F) {
 		}
 		t.Fatalf("peer %q, X-Forwarded-For %q: got %v, which is not listed", peer, xff, got)
 	})
+}
+
+// TestBodyDeadlineIsLiftedOnceTheBodyIsRead: a handler that has read its
+// body and then works longer than the body deadline (a database write, say)
+// keeps a live request context. net/http reads the connection in the
+// background once the body is done; a deadline left behind would fail that
+// read and cancel the context.
+func TestBodyDeadlineIsLiftedOnceTheBodyIsRead(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	s := New(Config{BodyReadTimeout: timeout}, nil, nil)
+	srv := httptest.NewServer(s.harden(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := io.ReadAll(r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			http.Error(w, "request context canceled", http.StatusInternalServerError)
+		case <-time.After(4 * timeout):
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})))
+	defer srv.Close()
+	resp, err := srv.Client().Post(srv.URL, "application/json", strings.NewReader(`{"a":1}`))
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusNoContent, resp.StatusCode, "%s", body)
 }
