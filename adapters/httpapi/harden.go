@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rs/cors"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
 )
 
 // MaxHeaderBytes is the http.Server.MaxHeaderBytes statusd serves with:
@@ -34,7 +36,7 @@ func (s *Server) harden(next http.Handler) http.Handler {
 		if s.cfg.MaxClientsPerIP > 0 && isStreamRequest(r) {
 			key := addrKey(ClientAddr(r))
 			if !s.perAddr.acquire(key, s.cfg.MaxClientsPerIP) {
-				s.cfg.Metrics.StreamRejected()
+				s.cfg.Metrics.RequestRejected(metrics.RejectedClientsPerIP)
 				w.Header().Set("Retry-After", "5")
 				writeError(w, http.StatusTooManyRequests, "too many open streams from "+key+
 					" (limit "+strconv.Itoa(s.cfg.MaxClientsPerIP)+"); retry later")

@@ -37,6 +37,14 @@ func (g *gateway) do(t *testing.T, method, path string, header http.Header, body
 	return resp, readBody(t, resp)
 }
 
+// metrics returns the text of GET /metrics.
+func (g *gateway) metrics(t *testing.T) string {
+	t.Helper()
+	resp, body := g.get(t, "/metrics")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	return body
+}
+
 func hdr(kv ...string) http.Header {
 	h := http.Header{}
 	for i := 0; i+1 < len(kv); i += 2 {
@@ -175,6 +183,8 @@ func TestMaxClientsPerIP(t *testing.T) {
 	resp, body := g.do(t, http.MethodGet, "/events/projects", hdr("X-Forwarded-For", "203.0.113.9"), "")
 	requireTooMany(t, resp, body)
 
+	assert.Contains(t, g.metrics(t), `statusbroadcaster_http_rejected_requests_total{reason="clients_per_ip"} 4`)
+
 	// Other endpoints are not limited.
 	resp, body = g.post(t, "application/json", envelope("perip", 1, ""))
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
@@ -256,6 +266,7 @@ func TestPublishRateLimitPerAddress(t *testing.T) {
 	requireTooMany(t, resp, body)
 	assert.Equal(t, "1", resp.Header.Get("Retry-After"), "2/s: a token within a second")
 	assert.Contains(t, body, "rate limit")
+	assert.Contains(t, g.metrics(t), `statusbroadcaster_http_rejected_requests_total{reason="publish_rate"} 1`)
 	// Another client address (behind the trusted proxy) has its own bucket.
 	resp, body = postAs(t, c, base, hdr("X-Forwarded-For", "203.0.113.5"), envelope("rate", 5, ""))
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, body)
@@ -375,4 +386,5 @@ func TestSlowBodyIsCutAtTheReadDeadline(t *testing.T) {
 		assert.Contains(t, a, `"error"`)
 	}
 	s.quiet(100 * time.Millisecond) // nothing of the dribblers was broadcast
+	assert.Contains(t, g.metrics(t), fmt.Sprintf(`statusbroadcaster_http_rejected_requests_total{reason="body_timeout"} %d`, dribblers))
 }

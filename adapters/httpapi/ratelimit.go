@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
 )
 
 // keyedLimiter is a token bucket per key (golang.org/x/time/rate) with a
@@ -114,6 +116,7 @@ func (s *Server) allowPublish(w http.ResponseWriter, r *http.Request) bool {
 	if ok {
 		return true
 	}
+	s.cfg.Metrics.RequestRejected(metrics.RejectedPublishRate)
 	w.Header().Set("Retry-After", retryAfter(wait))
 	writeError(w, http.StatusTooManyRequests, "publish rate limit exceeded ("+
 		strconv.FormatFloat(s.cfg.PublishRate, 'g', -1, 64)+" events/s, burst "+strconv.Itoa(s.cfg.PublishBurst)+"); retry later")

@@ -223,6 +223,7 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if isReadTimeout(err) {
+			s.cfg.Metrics.RequestRejected(metrics.RejectedBodyTimeout)
 			writeError(w, http.StatusRequestTimeout, "the body did not arrive within "+s.cfg.BodyReadTimeout.String())
 			return
 		}
