@@ -4,7 +4,7 @@ GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS        ?= ./...
 
-.PHONY: run build test lint vet staticcheck fmt bench load clean
+.PHONY: run build test lint vet staticcheck fmt bench load fuzz clean
 
 ## run: the service in memory with the demo, on http://localhost:8080
 run:
@@ -38,6 +38,16 @@ bench:
 ## load: the load program against a fresh statusd (see BENCHMARKS.md)
 load: build
 	$(GO) run ./cmd/statusload --statusd bin/statusd --clients 1000 --stalled 1 --events 10000
+
+## fuzz: every fuzz target in turn, FUZZTIME each (seeds: testdata/fuzz/; make test runs them)
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$target ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
 
 clean:
 	rm -rf bin testoutput

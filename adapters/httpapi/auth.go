@@ -93,6 +93,10 @@ func (s *Server) authenticated(h http.HandlerFunc, endAtExpiry bool) http.Handle
 			return
 		}
 		ctx := context.WithValue(r.Context(), accessKey{}, a)
+		if a.Subject != "" {
+			// POST /events is rate limited per token subject (--publish-rate).
+			ctx = WithRateLimitKey(ctx, a.Subject)
+		}
 		if endAtExpiry && !a.Expires.IsZero() {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithDeadline(ctx, a.Expires)

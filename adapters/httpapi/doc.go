@@ -10,6 +10,13 @@
 // that stops reading costs a bounded amount of memory and never delays the
 // others.
 //
+// In front of the routes (harden.go): CORS for a list of exact origins
+// (rs/cors), the client address (trusted proxies and X-Forwarded-For), a
+// read deadline for request bodies and a per-address limit of streams; in
+// POST /events, a rate limit per client (ratelimit.go), keyed by what an
+// authentication middleware puts in the request context with
+// WithRateLimitKey, or by the client address.
+//
 // Why not watermill-http's SSERouter: it sends no "id:" lines (no resume),
 // no heartbeats, acknowledges before sending, fans out through an unordered
 // gochannel and fixes its topics at start-up; a stalled client parks a

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"mime"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,6 +61,38 @@ type Config struct {
 	// DisableMetrics leaves GET /metrics out (statusd then serves it on
 	// a listener of its own, --metrics-addr).
 	DisableMetrics bool
+
+	// CORSOrigins are the exact origins ("https://status.example.com")
+	// whose pages may call the API from a browser, credentials included
+	// (rs/cors). Empty: no CORS headers at all.
+	CORSOrigins []string
+	// MaxClientsPerIP bounds the concurrent streams of one client address
+	// (an IPv6 client: its /64); the next gets 429 with Retry-After.
+	// 0: no limit.
+	MaxClientsPerIP int
+	// TrustedProxies are the peers whose X-Forwarded-For is believed: the
+	// client address of a request from one of them is the right-most
+	// address of X-Forwarded-For that is not a trusted proxy. Empty: the
+	// peer is always the client.
+	TrustedProxies []netip.Prefix
+	// PublishRate limits POST /events to this many events per second per
+	// PublishRateKey, with bursts of PublishBurst; over it, 429 with
+	// Retry-After. 0: no limit.
+	PublishRate float64
+	// PublishBurst is the burst of PublishRate. Default: PublishRate
+	// rounded up, at least 1.
+	PublishBurst int
+	// PublishRateKey is who a POST /events is counted against. Default
+	// RateLimitKey: the key an authentication middleware set with
+	// WithRateLimitKey (the token subject), else the client address.
+	PublishRateKey func(*http.Request) string
+	// PublishRateKeys bounds the rate-limit buckets kept (idle ones are
+	// forgotten as soon as they have refilled). Default 100,000.
+	PublishRateKeys int
+	// BodyReadTimeout is how long a client has to send a request body; a
+	// client that dribbles it is cut (408 when it is still listening).
+	// Default 10s.
+	BodyReadTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -86,6 +120,18 @@ func (c *Config) setDefaults() {
 	if c.Ready == nil {
 		c.Ready = func(context.Context) error { return nil }
 	}
+	if c.PublishBurst <= 0 {
+		c.PublishBurst = max(1, int(math.Ceil(c.PublishRate)))
+	}
+	if c.PublishRateKey == nil {
+		c.PublishRateKey = RateLimitKey
+	}
+	if c.PublishRateKeys <= 0 {
+		c.PublishRateKeys = 100_000
+	}
+	if c.BodyReadTimeout <= 0 {
+		c.BodyReadTimeout = 10 * time.Second
+	}
 }
 
 // Server is the HTTP API. It is an http.Handler; call CloseStreams when the
@@ -102,6 +148,9 @@ type Server struct {
 	// closing is done once CloseStreams was called.
 	closing      context.Context
 	closeStreams context.CancelFunc
+
+	perAddr        addrCounter   // open streams per client address, for MaxClientsPerIP
+	publishLimiter *keyedLimiter // nil when PublishRate is off
 }
 
 // Bus is what the HTTP API serves: the StatusBroadcaster that POST /events
@@ -143,7 +192,10 @@ func New(cfg Config, bus Bus, logger *slog.Logger) *Server {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
 	mux.HandleFunc("GET /{$}", s.dashboard)
-	s.handler = jsonErrors(mux)
+	if cfg.PublishRate > 0 {
+		s.publishLimiter = newKeyedLimiter(cfg.PublishRate, cfg.PublishBurst, cfg.PublishRateKeys)
+	}
+	s.handler = s.harden(jsonErrors(mux))
 	return s
 }
 
@@ -166,6 +218,9 @@ type acceptedBody struct {
 }
 
 func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
+	if !s.allowPublish(w, r) {
+		return
+	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 		return
@@ -175,6 +230,11 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			writeError(w, http.StatusRequestEntityTooLarge, "body larger than "+byteSize(s.cfg.MaxBodyBytes))
+			return
+		}
+		if isReadTimeout(err) {
+			s.cfg.Metrics.RequestRejected(metrics.RejectedBodyTimeout)
+			writeError(w, http.StatusRequestTimeout, "the body did not arrive within "+s.cfg.BodyReadTimeout.String())
 			return
 		}
 		writeError(w, http.StatusBadRequest, "reading the body failed: "+err.Error())

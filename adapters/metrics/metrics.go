@@ -30,6 +30,9 @@ type Metrics struct {
 	openStreams       prometheus.Gauge
 	rejectedStreams   prometheus.Counter
 	duplicateMessages prometheus.Counter
+
+	// HTTP hardening.
+	rejectedRequests *prometheus.CounterVec
 }
 
 // New creates the collectors and registers them with reg (when reg is not
@@ -97,11 +100,15 @@ func New(reg prometheus.Registerer, queueDepth func() float64) *Metrics {
 			Namespace: namespace, Name: "sse_rejected_streams_total",
 			Help: "Stream requests refused with 503 because --max-clients streams were open.",
 		}),
+		rejectedRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "http_rejected_requests_total",
+			Help: "Requests refused to protect the service, by reason (clients_per_ip: 429 for --max-clients-per-ip; publish_rate: 429 for --publish-rate; body_timeout: 408, the body did not arrive within --read-body-timeout).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.broadcast, m.published, m.publishFailed, m.publishBatches, m.dropped,
 			m.invalid, m.badMessages, m.duplicateMessages, m.dispatched, m.delivered, m.coalesced,
-			m.subscribersEnded, m.subscriptions, m.openStreams, m.rejectedStreams)
+			m.subscribersEnded, m.subscriptions, m.openStreams, m.rejectedStreams, m.rejectedRequests)
 		if queueDepth != nil {
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Namespace: namespace, Name: "outbox_queue_depth",

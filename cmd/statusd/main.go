@@ -75,6 +75,7 @@ type config struct {
 	kafka        kafkaFlags
 	auth         authFlags
 	metricsAddr  string
+	harden       hardenFlags
 }
 
 // parseConfig reads flags from args, each defaulting to the environment
@@ -97,6 +98,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 	c.kafka.register(fs)
 	c.auth.register(fs)
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve GET /metrics on this address instead (e.g. 127.0.0.1:9090), and not on --addr")
+	c.harden.register(fs)
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -123,6 +125,9 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 		return c, errors.New("durations must be positive")
 	case c.history <= 0, c.maxClients <= 0, c.maxProjects <= 0, c.queueSize <= 0:
 		return c, errors.New("sizes must be positive")
+	}
+	if err := c.harden.check(); err != nil {
+		return c, err
 	}
 	if c.pubsub == "kafka" {
 		if _, err := c.kafka.config(); err != nil {
@@ -185,6 +190,13 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		Gatherer:       reg,
 		Ready:          bus.Ready,
 		DisableMetrics: cfg.metricsAddr != "",
+
+		CORSOrigins:     cfg.harden.origins,
+		MaxClientsPerIP: cfg.harden.maxClientsPerIP,
+		TrustedProxies:  cfg.harden.proxies,
+		PublishRate:     cfg.harden.publishRate,
+		PublishBurst:    cfg.harden.publishBurst,
+		BodyReadTimeout: cfg.harden.readBodyTimeout,
 	}
 	if verifier != nil {
 		defer verifier.Close()
@@ -193,7 +205,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	api := httpapi.New(apiCfg, bus, logger)
 	srv := &http.Server{
 		Handler:           api,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.harden.readHeaderTimeout,
+		MaxHeaderBytes:    httpapi.MaxHeaderBytes,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
