@@ -136,7 +136,9 @@ type Bus struct {
 	closeErr   error
 	closed     chan struct{}
 	hold       hold // see Config.HoldUntilSubscribed
-	uuids      *uuidWindow // see Config.DedupeUUIDs; nil when off
+
+	// uuids skips repeated UUIDs (Config.DedupeUUIDs); nil when off.
+	uuids *uuidWindow
 }
 
 var (
