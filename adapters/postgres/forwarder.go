@@ -210,8 +210,8 @@ func (f *Forwarder) Prune(ctx context.Context, age time.Duration) (int64, error)
 		USING watermill_offsets_statusbroadcaster_outbox o
 		WHERE o.consumer_group = $1
 		  AND (m.transaction_id, m."offset") <= (o.last_processed_transaction_id, o.offset_acked)
-		  AND m.created_at < (now() AT TIME ZONE 'UTC') - $2::interval`,
-		f.cfg.ConsumerGroup, age.String())
+		  AND m.created_at < LOCALTIMESTAMP - make_interval(secs => $2)`,
+		f.cfg.ConsumerGroup, age.Seconds())
 	if err != nil {
 		return 0, fmt.Errorf("postgres: prune outbox: %w", err)
 	}
