@@ -51,6 +51,14 @@ type Config struct {
 	Gatherer prometheus.Gatherer
 	// Ready, when set, decides GET /readyz: nil error means ready.
 	Ready func(context.Context) error
+	// Accept, when set, takes each valid POSTed event instead of the Bus:
+	// POST /events answers 202 only once it returned nil (the durable
+	// accept: the event is committed to the transactional outbox), 400
+	// for an error wrapping domain.ErrInvalidEvent, 503 for any other.
+	Accept func(ctx context.Context, ev domain.Event) error
+	// Projects, when set, serves GET /projects and /projects/{id} instead
+	// of the hub's latest events (a database: it survives restarts).
+	Projects ProjectStore
 }
 
 func (c *Config) setDefaults() {
@@ -175,6 +183,10 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if s.cfg.Accept != nil {
+		s.accept(w, r, ev)
+		return
+	}
 	switch ev.Type {
 	case domain.EventProjectError:
 		err = s.bus.BroadcastProjectError(ev.Project, ev.Error)
@@ -188,7 +200,11 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, acceptedBody{Topic: ev.Topic().String()})
 }
 
-func (s *Server) listProjects(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Projects != nil {
+		s.listStoredProjects(w, r)
+		return
+	}
 	entries := s.bus.LatestAll()
 	projects := make([]domain.Project, 0, len(entries))
 	for _, e := range entries {
@@ -202,6 +218,10 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if err := domain.ValidateProjectID(id); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if s.cfg.Projects != nil {
+		s.getStoredProject(w, r, id)
 		return
 	}
 	e, ok := s.bus.Latest(id)

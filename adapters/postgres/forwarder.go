@@ -109,7 +109,7 @@ func StartForwarder(pool *pgxpool.Pool, out message.Publisher, cfg ForwarderConf
 		slog.LevelError: slog.LevelWarn,
 	})
 	ackDeadline := cfg.AckDeadline
-	sub, err := wsql.NewSubscriber(wsql.BeginnerFromPgx(pool), wsql.SubscriberConfig{
+	sub, err := wsql.NewSubscriber(finishingBeginner{wsql.BeginnerFromPgx(pool)}, wsql.SubscriberConfig{
 		ConsumerGroup:  cfg.ConsumerGroup,
 		AckDeadline:    &ackDeadline,
 		PollInterval:   cfg.PollInterval,

@@ -363,3 +363,23 @@ func TestPruneKeepsUnforwardedRows(t *testing.T) {
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, pending)
 }
+
+// A clean Close records what was forwarded: the next forwarder does not
+// forward it again (only a crash can make a repeat).
+func TestCloseRecordsWhatWasForwarded(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.create(t, "a")
+	for range 5 {
+		_, err := e.setStatus(ctx, "a", domain.StatusCompiling)
+		require.NoError(t, err)
+	}
+	f := e.forward(t, nil, postgres.ForwarderConfig{})
+	for range 5 {
+		e.receive(t)
+	}
+	require.NoError(t, f.Close()) // at once: the read's acknowledgement may still be on its way
+	n, err := postgres.Pending(ctx, e.pool, "")
+	require.NoError(t, err)
+	assert.Zero(t, n, "nothing left to forward again")
+}

@@ -82,3 +82,6 @@ func (w *uuidWindow) repeat(uuid string) bool {
 	w.next = (w.next + 1) % len(w.ring)
 	return false
 }
+
+// Topic returns the physical topic the Bus publishes and consumes.
+func (b *Bus) Topic() string { return b.cfg.Topic }

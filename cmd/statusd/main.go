@@ -34,6 +34,7 @@ import (
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/app"
+	"github.com/statusbroadcaster/statusbroadcaster/ports"
 )
 
 func main() {
@@ -62,6 +63,7 @@ type config struct {
 	logLevel     slog.Level
 	shutdown     time.Duration
 	kafka        kafkaFlags
+	database     databaseFlags
 }
 
 // parseConfig reads flags from args, each defaulting to the environment
@@ -82,6 +84,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN or ERROR")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 4*time.Second, "how long a clean shutdown may take")
 	c.kafka.register(fs)
+	c.database.register(fs)
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -114,6 +117,9 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 			return c, err
 		}
 	}
+	if err := c.database.validate(); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
@@ -138,6 +144,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		Metrics: m,
 		Hub:     fanout.Config{History: cfg.history, MaxProjects: cfg.maxProjects, QueueSize: cfg.queueSize},
 	}
+	db, err := openDurable(ctx, cfg.database, logger)
+	if err != nil {
+		return err
+	}
+	defer db.close()
+	db.busConfig(&busCfg)
 	switch cfg.pubsub {
 	case "memory":
 		bus, err = pubsub.NewInMemory(busCfg, logger)
@@ -150,8 +162,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return err
 	}
+	if err := db.start(bus); err != nil {
+		_ = bus.Close(context.Background())
+		return err
+	}
 
-	api := httpapi.New(httpapi.Config{
+	apiCfg := httpapi.Config{
 		Heartbeat:    cfg.heartbeat,
 		WriteTimeout: cfg.writeTimeout,
 		MaxClients:   cfg.maxClients,
@@ -159,7 +175,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		Metrics:      m,
 		Gatherer:     reg,
 		Ready:        bus.Ready,
-	}, bus, logger)
+	}
+	db.apiConfig(&apiCfg)
+	api := httpapi.New(apiCfg, bus, logger)
 	srv := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -172,10 +190,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdown)
 		defer cancel()
+		_ = db.stopForwarding()
 		_ = bus.Close(ctx)
 		return err
 	}
-	logger.Info("listening on "+listenURL(ln.Addr()), "pubsub", cfg.pubsub, "demo", cfg.demo)
+	logger.Info("listening on "+listenURL(ln.Addr()), "pubsub", cfg.pubsub, "demo", cfg.demo, "database", cfg.database.url != "")
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -187,8 +206,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		if !cfg.demo {
 			return
 		}
-		repo := memory.NewRepository(nil)
+		var repo ports.ProjectRepository = memory.NewRepository(nil)
 		setup := app.NewProjectSetup(repo, bus, logger)
+		repo, setup = db.demo(repo, setup, bus, logger)
 		if err := app.Demo(demoCtx, app.DemoConfig{}, repo, setup, logger); err != nil && demoCtx.Err() == nil {
 			logger.Error("demo stopped", "error", err)
 		}
@@ -208,6 +228,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	var errs []error
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+	}
+	if err := db.stopForwarding(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := bus.Close(shutdownCtx); err != nil {
 		errs = append(errs, fmt.Errorf("pub/sub close: %w", err))
