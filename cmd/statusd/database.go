@@ -34,18 +34,21 @@ func (d *databaseFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&d.outboxBatch, "outbox-batch", 100, "outbox rows the forwarder reads per transaction")
 	fs.DurationVar(&d.outboxPoll, "outbox-poll", 50*time.Millisecond, "how long the forwarder waits after finding the outbox empty")
 	fs.StringVar(&d.outboxGroup, "outbox-group", "statusbroadcaster", "the forwarder's consumer group: instances in one group forward one at a time (kafka mode: keep one group; memory mode: one per instance)")
-	fs.IntVar(&d.dedupeWindow, "dedupe-window", 100_000, "with --database-url: event UUIDs remembered to skip the repeats an outbox forwards after a crash")
+	fs.IntVar(&d.dedupeWindow, "dedupe-window", 10_000, "with --database-url or --pubsub kafka: event UUIDs remembered to skip the repeats an outbox forwards after a crash")
 }
 
 func (d databaseFlags) validate() error {
+	if d.dedupeWindow <= 0 {
+		return errors.New("--dedupe-window must be positive")
+	}
 	if d.url == "" {
 		return nil
 	}
 	if d.timeout <= 0 || d.outboxPoll <= 0 {
 		return errors.New("durations must be positive")
 	}
-	if d.outboxBatch <= 0 || d.dedupeWindow <= 0 || d.outboxGroup == "" {
-		return errors.New("--outbox-batch, --dedupe-window must be positive and --outbox-group set")
+	if d.outboxBatch <= 0 || d.outboxGroup == "" {
+		return errors.New("--outbox-batch must be positive and --outbox-group set")
 	}
 	return nil
 }
@@ -74,12 +77,13 @@ func openDurable(ctx context.Context, flags databaseFlags, logger *slog.Logger) 
 	return &durable{flags: flags, log: logger, pool: pool}, nil
 }
 
-// busConfig turns on what the Bus needs behind an at-least-once outbox.
-func (d *durable) busConfig(cfg *pubsub.Config) {
-	if d == nil {
-		return
+// busConfig skips repeated event UUIDs where an outbox may forward an
+// event twice: with a database, and in kafka mode (another instance's
+// outbox publishes to the same topic).
+func (d databaseFlags) busConfig(pubsubMode string, cfg *pubsub.Config) {
+	if d.url != "" || pubsubMode == "kafka" {
+		cfg.DedupeUUIDs = d.dedupeWindow
 	}
-	cfg.DedupeUUIDs = d.flags.dedupeWindow
 }
 
 // start builds the store on the Bus's topic and starts the forwarder.

@@ -149,7 +149,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 	defer db.close()
-	db.busConfig(&busCfg)
+	cfg.database.busConfig(cfg.pubsub, &busCfg)
 	switch cfg.pubsub {
 	case "memory":
 		bus, err = pubsub.NewInMemory(busCfg, logger)
