@@ -611,3 +611,29 @@ func TestDatabaseURLThatDoesNotAnswer(t *testing.T) {
 	assert.Contains(t, err.Error(), "postgres")
 	assert.False(t, errors.Is(err, context.Canceled))
 }
+
+func TestDatabaseConfigFromFlagsAndEnvironment(t *testing.T) {
+	cfg, err := parseConfig(nil, env(map[string]string{
+		"STATUSD_DATABASE_URL":     "postgres://u@db:5432/x",
+		"STATUSD_DATABASE_TIMEOUT": "2s",
+		"STATUSD_OUTBOX_BATCH":     "10",
+	}), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, "postgres://u@db:5432/x", cfg.database.url)
+	assert.Equal(t, 2*time.Second, cfg.database.timeout)
+	assert.Equal(t, 10, cfg.database.outboxBatch)
+	cfg, err = parseConfig([]string{"--database-url", "postgres://flag"}, env(map[string]string{"STATUSD_DATABASE_URL": "postgres://env"}), io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, "postgres://flag", cfg.database.url, "a flag wins")
+	for _, bad := range [][]string{
+		{"--database-url", "postgres://x", "--database-timeout", "0s"},
+		{"--database-url", "postgres://x", "--outbox-batch", "0"},
+		{"--dedupe-window", "0"},
+	} {
+		_, err := parseConfig(bad, env(nil), io.Discard)
+		assert.Error(t, err, "%q", bad)
+	}
+	cfg, err = parseConfig(nil, env(nil), io.Discard)
+	require.NoError(t, err)
+	assert.Empty(t, cfg.database.url, "in memory by default")
+}
