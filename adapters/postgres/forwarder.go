@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -114,7 +115,7 @@ func StartForwarder(pool *pgxpool.Pool, out message.Publisher, cfg ForwarderConf
 		AckDeadline:    &ackDeadline,
 		PollInterval:   cfg.PollInterval,
 		ResendInterval: cfg.RetryMin,
-		RetryInterval:  cfg.RetryMin * 4,
+		BackoffManager: &quietBackoff{cfg: cfg, log: logger},
 		SchemaAdapter:  schema(cfg.BatchSize),
 		OffsetsAdapter: wsql.DefaultPostgreSQLOffsetsAdapter{},
 	}, wlog)
@@ -247,4 +248,41 @@ func Pending(ctx context.Context, pool *pgxpool.Pool, consumerGroup string) (int
 		return 0, fmt.Errorf("postgres: outbox pending: %w", err)
 	}
 	return n, nil
+}
+
+// quietBackoff is the forwarder's watermill-sql BackoffManager: like the
+// default one, but while the database is unreachable it logs the first
+// failure and every 50th rather than each (several a second), backs off up
+// to RetryMax, and says when reading resumes.
+type quietBackoff struct {
+	cfg ForwarderConfig
+	log *slog.Logger
+
+	mu       sync.Mutex
+	failures int
+}
+
+func (q *quietBackoff) HandleError(_ watermill.LoggerAdapter, noMsg bool, err error) time.Duration {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if err == nil {
+		if q.failures > 0 {
+			q.log.Info("reading the outbox resumed", "failures", q.failures)
+			q.failures = 0
+		}
+		if noMsg {
+			return q.cfg.PollInterval
+		}
+		return 0
+	}
+	if strings.Contains(strings.ToLower(err.Error()), "concurrent update") {
+		// Another forwarder of the group held the offsets row: the
+		// ordinary hand-over between instances, not a failure.
+		return 0
+	}
+	q.failures++
+	if q.failures == 1 || q.failures%50 == 0 {
+		q.log.Warn("reading the outbox failed; retrying", "error", err, "failures", q.failures)
+	}
+	return min(q.cfg.RetryMin<<min(q.failures, 10), q.cfg.RetryMax)
 }

