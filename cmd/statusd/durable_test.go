@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -296,7 +297,9 @@ func TestDurableCrashAfterCommitBeforeForwarding(t *testing.T) {
 // while it is killed. After a restart, every accepted event reaches Kafka
 // and a gateway's stream, in order per project; repeats in Kafka (at least
 // once) carry their ce_id and never break a project's order once skipped,
-// and the gateway skips them; no record that was not committed appears.
+// and the gateway skips them; no record that was not committed appears —
+// among them the event of a transaction left open during the restart and
+// then rolled back.
 func TestDurableCrashWhileForwarding(t *testing.T) {
 	if testing.Short() {
 		t.Skip("child processes")
@@ -344,7 +347,17 @@ func TestDurableCrashWhileForwarding(t *testing.T) {
 	wg.Wait()
 	t.Logf("killed with %d events pending in the outbox; acknowledged %v", pendingAtKill, acked)
 
+	// A transaction that writes an event and never commits, open while
+	// statusd restarts and forwards: its event must never appear.
+	tx, err := pool.Begin(context.Background())
+	require.NoError(t, err)
+	ghost, err := domain.NewProjectUpdated(seqProject("mid-uncommitted", 0))
+	require.NoError(t, err)
+	require.NoError(t, postgres.NewOutbox("", nil).Write(context.Background(), wsql.TxFromPgx(tx), ghost))
+
 	startChild(t, producer...)
+	time.Sleep(time.Second)
+	require.NoError(t, tx.Rollback(context.Background()))
 	checkStream(t, events, "mid-", acked)
 	total := 0
 	for _, n := range acked {
