@@ -21,7 +21,8 @@ var errBusClosed = errors.New("pubsub: bus closed")
 //
 // Messages must be the codec's (codec.NewMessage), for cfg.Topic. Publish
 // waits until the router runs (in memory, a message published before
-// would be lost) and fails once the Bus is closing; Close does nothing
+// would be lost) or the first message's context ends, and fails once the
+// Bus is closing; Close does nothing
 // (the Bus owns its publisher). Close the component before the Bus.
 func (b *Bus) Publisher() message.Publisher { return directPublisher{b} }
 
@@ -32,10 +33,16 @@ func (p directPublisher) Publish(topic string, msgs ...*message.Message) error {
 	if topic != b.cfg.Topic {
 		return fmt.Errorf("pubsub: publish to %q: this Bus publishes on %q", topic, b.cfg.Topic)
 	}
+	var gone <-chan struct{} // the caller gave up (a forwarder closing)
+	if len(msgs) > 0 {
+		gone = msgs[0].Context().Done()
+	}
 	select {
 	case <-b.router.Running():
 	case <-b.closed:
 		return errBusClosed
+	case <-gone:
+		return fmt.Errorf("pubsub: router not running yet: %w", msgs[0].Context().Err())
 	}
 	select {
 	case <-b.closed:
