@@ -484,7 +484,7 @@ func (p *proxy) restore() {
 // event that got 202 reaches the stream, in order (a 503 whose commit went
 // through nonetheless, retried by the client, shows as the same state
 // twice in a row, never as an older one); after the outage POST answers 202
-// again without a restart of statusd.
+// again and the demo's setup flow resumes, without a restart of statusd.
 func TestDurablePostgresOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("child processes")
@@ -503,7 +503,7 @@ func testPostgresOutage(t *testing.T, outage func(*proxy)) {
 	require.NotEqual(t, dbURL, proxied)
 
 	const bound = time.Second
-	a := startChild(t, "--database-url", proxied, "--database-timeout", bound.String())
+	a := startChild(t, "--database-url", proxied, "--database-timeout", bound.String(), "--demo")
 	events := stream(t, a.url+"/events/projects?snapshot=false")
 
 	const projects = 3
@@ -555,6 +555,7 @@ func testPostgresOutage(t *testing.T, outage func(*proxy)) {
 	outage(px)
 	time.Sleep(2 * time.Second)
 	px.restore()
+	restored := time.Now()
 	time.Sleep(time.Second)
 	close(stop)
 	wg.Wait()
@@ -566,6 +567,17 @@ func testPostgresOutage(t *testing.T, outage func(*proxy)) {
 	assert.Less(t, time.Duration(slowest), bound+2*time.Second, "no POST waits much beyond --database-timeout")
 	repeats := checkStreamRepeats(t, events, "outage-", acked, true)
 	t.Logf("%d events repeated: answered 503, committed nonetheless, retried", repeats)
+	// The demo's setup flow failed during the outage and starts again.
+	demoDeadline := time.After(30 * time.Second)
+	for demoAfter := false; !demoAfter; {
+		select {
+		case ev, ok := <-events:
+			require.True(t, ok)
+			demoAfter = strings.HasPrefix(ev.Data.Project.ID, "demo-") && ev.Data.Project.UpdatedAt.After(restored.Add(time.Second))
+		case <-demoDeadline:
+			require.FailNow(t, "the demo did not resume after the outage", a.logs.String())
+		}
+	}
 	code, body := tryPost(client, a.url, seqProject("after-outage", 0))
 	assert.Equal(t, http.StatusAccepted, code, body)
 }

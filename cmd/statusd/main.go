@@ -209,8 +209,22 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		var repo ports.ProjectRepository = memory.NewRepository(nil)
 		setup := app.NewProjectSetup(repo, bus, logger)
 		repo, setup = db.demo(repo, setup, bus, logger)
-		if err := app.Demo(demoCtx, app.DemoConfig{}, repo, setup, logger); err != nil && demoCtx.Err() == nil {
+		// A repository error stops the demo; on a database (an outage)
+		// it starts again a second later, with the projects it left.
+		for {
+			err := app.Demo(demoCtx, app.DemoConfig{}, repo, setup, logger)
+			if demoCtx.Err() != nil {
+				return
+			}
 			logger.Error("demo stopped", "error", err)
+			if db == nil {
+				return
+			}
+			select {
+			case <-demoCtx.Done():
+				return
+			case <-time.After(time.Second):
+			}
 		}
 	}()
 
