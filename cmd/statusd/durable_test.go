@@ -677,3 +677,54 @@ func TestDatabaseConfigFromFlagsAndEnvironment(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, cfg.database.url, "in memory by default")
 }
+
+// Two durable statusd instances on one database and one Kafka, both
+// forwarding (one consumer group: one active at a time). Events of each
+// project are POSTed alternately to both; one instance is SIGKILLed half
+// way and not restarted: the other takes over forwarding, and every
+// accepted event reaches Kafka and a gateway's stream in commit order per
+// project.
+func TestDurableTwoInstancesForwarderFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("child processes")
+	}
+	dbURL := pgtest.Schema(t)
+	pool := pgtest.Pool(t, dbURL)
+	cluster := startKfake(t, 0, t.TempDir())
+	broker := cluster.ListenAddrs()[0]
+	t.Cleanup(func() { cluster.Close() })
+	kafka := []string{"--pubsub", "kafka", "--kafka-brokers", broker}
+	gateway := statusd(t, append(kafka, "--kafka-client-id", "gateway")...)
+	require.Eventually(t, func() bool { return status(t, gateway+"/readyz") == http.StatusOK }, 20*time.Second, 20*time.Millisecond)
+	events := stream(t, gateway+"/events/projects?snapshot=false")
+	instances := []*child{
+		startChild(t, append(kafka, "--database-url", dbURL, "--kafka-client-id", "a", "--outbox-batch", "20")...),
+		startChild(t, append(kafka, "--database-url", dbURL, "--kafka-client-id", "b", "--outbox-batch", "20")...),
+	}
+	for _, c := range instances {
+		require.Eventually(t, func() bool { return status(t, c.url+"/readyz") == http.StatusOK }, 20*time.Second, 20*time.Millisecond)
+	}
+	const projects, each = 4, 60
+	acked := map[string]int{}
+	client := &http.Client{Timeout: 10 * time.Second}
+	for n := range each {
+		if n == each/2 {
+			instances[0].kill()
+		}
+		for p := range projects {
+			id := fmt.Sprintf("failover-%d", p)
+			target := instances[(n+p)%2]
+			if n >= each/2 {
+				target = instances[1]
+			}
+			code, body := tryPost(client, target.url, seqProject(id, n))
+			require.Equal(t, http.StatusAccepted, code, body)
+			acked[id] = n + 1
+		}
+	}
+	checkStream(t, events, "failover-", acked)
+	recs := kafkaLog(t, []string{broker}, "failover-", projects*each, 30*time.Second)
+	recs = kafkaLog(t, []string{broker}, "failover-", len(recs)+1, 2*time.Second) // and any repeats
+	repeats := checkKafka(t, recs, acked, committedUUIDs(t, pool))
+	t.Logf("%d records for %d events, %d repeats", len(recs), projects*each, repeats)
+}
