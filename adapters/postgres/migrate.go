@@ -64,13 +64,23 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	return nil
 }
 
+// DefaultMaxConns is the pool size Open uses unless the URL sets
+// pool_max_conns.
+const DefaultMaxConns = 16
+
 // Open connects to the database at url (a libpq URL or key=value string;
-// pgxpool's pool_* parameters apply), checks that it answers and applies
-// the migrations. Close the pool when done.
+// pgxpool's pool_* parameters apply; pool_max_conns defaults to
+// DefaultMaxConns), checks that it answers and applies the migrations.
+// Close the pool when done.
 func Open(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: database url: %w", err)
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgxpool's default, max(4, CPUs), leaves a small machine three
+		// connections for POSTs besides the forwarder's read transaction.
+		cfg.MaxConns = max(cfg.MaxConns, DefaultMaxConns)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
