@@ -11,10 +11,13 @@ import (
 )
 
 // Every test and the Example here need PostgreSQL: without one the package
-// is skipped with one line (it fails under CI=true).
+// is skipped with one line on stderr (under CI=true it fails).
 func TestMain(m *testing.M) {
-	if err := pgtest.Available(); err != nil && os.Getenv("CI") != "true" {
-		fmt.Println("adapters/postgres:", pgtest.SkipMessage(err))
+	if err := pgtest.Available(); err != nil {
+		fmt.Fprintln(os.Stderr, "!!!!!!!! adapters/postgres:", pgtest.SkipMessage(err))
+		if os.Getenv("CI") == "true" {
+			os.Exit(1)
+		}
 		os.Exit(0)
 	}
 	goleak.VerifyTestMain(m)

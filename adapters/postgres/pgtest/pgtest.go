@@ -65,17 +65,22 @@ func Available() error {
 
 // SkipMessage is the one line a test skipped for want of PostgreSQL logs.
 func SkipMessage(err error) string {
-	return fmt.Sprintf("no PostgreSQL at %s (%v): skipping; run one (trust auth, database test) or set %s, and CI=true to make this a failure",
-		redact(ServerURL()), err, EnvURL)
+	return fmt.Sprintf("SKIPPING THE POSTGRESQL TESTS: no PostgreSQL at %s (%s); run one (trust auth, database test) or set %s; with CI=true this fails instead",
+		redact(ServerURL()), strings.Join(strings.Fields(err.Error()), " "), EnvURL)
 }
 
-// Require skips t (fails it under CI=true) when no PostgreSQL answers.
+var announce sync.Once
+
+// Require skips t (fails it under CI=true) when no PostgreSQL answers. The
+// skip is also said once per test binary on stderr, so that a run without
+// -v shows it.
 func Require(t testing.TB) {
 	t.Helper()
 	if err := Available(); err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and %s", SkipMessage(err))
+			t.Fatalf("CI=true: %s", SkipMessage(err))
 		}
+		announce.Do(func() { fmt.Fprintln(os.Stderr, "!!!!!!!! "+SkipMessage(err)) })
 		t.Skip(SkipMessage(err))
 	}
 }
