@@ -92,6 +92,10 @@ func Demo(ctx context.Context, cfg DemoConfig, repo ports.ProjectRepository, set
 			CodeRepo: "https://github.com/example/" + name,
 			DocsRepo: "https://github.com/example/" + name + "_docs",
 		})
+		if errors.Is(err, ports.ErrProjectExists) {
+			// A database kept from an earlier run: carry on with it.
+			p, err = repo.Get(ctx, fmt.Sprintf("demo-%d", i+1))
+		}
 		if err != nil {
 			stop()
 			wg.Wait()

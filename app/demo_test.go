@@ -136,18 +136,29 @@ func TestDemoDeadline(t *testing.T) {
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 }
 
+// createFailingRepo fails to create one project.
+type createFailingRepo struct {
+	*memory.Repository
+	id string
+}
+
+func (r createFailingRepo) Create(ctx context.Context, p domain.Project) (domain.Project, error) {
+	if p.ID == r.id {
+		return domain.Project{}, errors.New("database is down")
+	}
+	return r.Repository.Create(ctx, p)
+}
+
 func TestDemoCreateErrorStopsEverything(t *testing.T) {
-	// demo-2 exists already: Demo fails to create it after demo-1's loop
-	// has started, and must stop that loop before it returns.
+	// Demo fails to create demo-2 after demo-1's loop has started, and
+	// must stop that loop before it returns.
 	ignore := goleak.IgnoreCurrent()
-	repo := memory.NewRepository(nil)
-	_, err := repo.Create(context.Background(), domain.Project{ID: "demo-2"})
-	require.NoError(t, err)
+	repo := createFailingRepo{Repository: memory.NewRepository(nil), id: "demo-2"}
 	setup := app.NewProjectSetup(repo, &recorder{repo: repo}, nil)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel) // only after the leak check
-	err = waitDemo(t, runDemo(ctx, app.DemoConfig{
+	err := waitDemo(t, runDemo(ctx, app.DemoConfig{
 		Projects: 3, StepMin: time.Millisecond, StepMax: time.Millisecond, Pause: time.Millisecond, Seed: 3,
 	}, repo, setup))
 	require.Error(t, err)
@@ -184,4 +195,29 @@ func TestDemoRepositoryErrorEndsTheDemo(t *testing.T) {
 	}, repo, setup))
 	assert.ErrorIs(t, err, errDown)
 	goleak.VerifyNone(t, ignore)
+}
+
+// A database kept from an earlier run already holds the demo's projects:
+// the demo carries on with them instead of failing.
+func TestDemoReusesExistingProjects(t *testing.T) {
+	repo := memory.NewRepository(nil)
+	_, err := repo.Create(context.Background(), domain.Project{ID: "demo-2", Name: "kept", Status: domain.StatusReady})
+	require.NoError(t, err)
+	rec := &recorder{repo: repo}
+	setup := app.NewProjectSetup(repo, rec, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runDemo(ctx, app.DemoConfig{Projects: 2, StepMin: time.Millisecond, StepMax: time.Millisecond, Pause: time.Millisecond, Seed: 3}, repo, setup)
+	require.Eventually(t, func() bool {
+		for _, c := range rec.Calls() {
+			if c.Event.Project.ID == "demo-2" {
+				return true
+			}
+		}
+		return false
+	}, liveness, time.Millisecond, "demo-2 is set up again")
+	cancel()
+	assert.ErrorIs(t, waitDemo(t, done), context.Canceled)
+	p, err := repo.Get(context.Background(), "demo-2")
+	require.NoError(t, err)
+	assert.Equal(t, "kept", p.Name)
 }

@@ -93,6 +93,14 @@ type Config struct {
 	// client that dribbles it is cut (408 when it is still listening).
 	// Default 10s.
 	BodyReadTimeout time.Duration
+	// Accept, when set, takes each valid POSTed event instead of the Bus:
+	// POST /events answers 202 only once it returned nil (the durable
+	// accept: the event is committed to the transactional outbox), 400
+	// for an error wrapping domain.ErrInvalidEvent, 503 for any other.
+	Accept func(ctx context.Context, ev domain.Event) error
+	// Projects, when set, serves GET /projects and /projects/{id} instead
+	// of the hub's latest events (a database: it survives restarts).
+	Projects ProjectStore
 }
 
 func (c *Config) setDefaults() {
@@ -249,6 +257,10 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 		forbidden(w, "the token does not grant publish on "+ev.Topic().String())
 		return
 	}
+	if s.cfg.Accept != nil {
+		s.accept(w, r, ev)
+		return
+	}
 	switch ev.Type {
 	case domain.EventProjectError:
 		err = s.bus.BroadcastProjectError(ev.Project, ev.Error)
@@ -263,6 +275,10 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Projects != nil {
+		s.listStoredProjects(w, r)
+		return
+	}
 	entries := s.bus.LatestAll()
 	projects := make([]domain.Project, 0, len(entries))
 	readable := s.access(r).Subscribe
@@ -284,6 +300,10 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.access(r).Subscribe.CoversProject(id) {
 		forbidden(w, "the token does not grant subscribe on "+domain.ProjectTopic(id).String())
+		return
+	}
+	if s.cfg.Projects != nil {
+		s.getStoredProject(w, r, id)
 		return
 	}
 	e, ok := s.bus.Latest(id)

@@ -44,7 +44,7 @@ func (r *Repository) Create(_ context.Context, p domain.Project) (domain.Project
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.projects[p.ID]; ok {
-		return domain.Project{}, fmt.Errorf("project %q already exists", p.ID)
+		return domain.Project{}, fmt.Errorf("%w: %q", ports.ErrProjectExists, p.ID)
 	}
 	now := r.now()
 	p.InsertedAt, p.UpdatedAt = now, now

@@ -56,6 +56,12 @@ type Config struct {
 	// subscribers may deliver a message twice (a Kafka consumer restarting
 	// at an offset it had read) use it.
 	Dedupe func(*message.Message) bool
+	// DedupeUUIDs, when positive, skips a message whose UUID was among the
+	// last DedupeUUIDs dispatched: the repeats of an at-least-once source
+	// such as the transactional outbox (adapters/postgres), which
+	// publishes a message again, with its UUID, after a crash. Counted as
+	// duplicates.
+	DedupeUUIDs int
 	// Ready, when set, is part of the readiness check: the Bus is ready
 	// when its router runs and Ready returns nil (Kafka: a broker answers).
 	Ready func(context.Context) error
@@ -130,6 +136,9 @@ type Bus struct {
 	closeErr   error
 	closed     chan struct{}
 	hold       hold // see Config.HoldUntilSubscribed
+
+	// uuids skips repeated UUIDs (Config.DedupeUUIDs); nil when off.
+	uuids *uuidWindow
 }
 
 var (
@@ -167,6 +176,9 @@ func New(cfg Config, pub message.Publisher, sub message.Subscriber, logger *slog
 		routerDone: make(chan struct{}),
 		closed:     make(chan struct{}),
 		hold:       newHold(cfg.HoldUntilSubscribed),
+	}
+	if cfg.DedupeUUIDs > 0 {
+		b.uuids = newUUIDWindow(cfg.DedupeUUIDs)
 	}
 	router.AddConsumerHandler("statusbroadcaster.fanout", cfg.Topic, sub, b.handle)
 	b.outbox = newOutbox(cfg, pub, router.Running(), logger, cfg.Metrics)
@@ -212,6 +224,10 @@ func (b *Bus) handle(msg *message.Message) error {
 		return err // not acknowledged: redelivered to whoever consumes next
 	}
 	if b.cfg.Dedupe != nil && b.cfg.Dedupe(msg) {
+		b.cfg.Metrics.DuplicateMessage()
+		return nil
+	}
+	if b.uuids != nil && b.uuids.repeat(msg.UUID) {
 		b.cfg.Metrics.DuplicateMessage()
 		return nil
 	}

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -172,31 +171,13 @@ func TestTokenCommandInProcess(t *testing.T) {
 	}
 }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
 // statusdBinary builds statusd once for the tests that run it as a child.
 func statusdBinary(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "statusd-auth-test")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "statusd")
-		cmd := exec.Command("go", "build", "-o", binPath, ".")
-		cmd.Stderr = os.Stderr
-		buildErr = cmd.Run()
-	})
-	require.NoError(t, buildErr)
-	return binPath
+	return binary(t)
 }
 
 // The README's one-liner: `statusd token …` prints a token as its last line

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
@@ -34,8 +35,9 @@ type composeFile struct {
 }
 
 // No Docker engine runs the compose file here, so this checks its wiring:
-// one KRaft broker, a topic creator the gateways wait for, two statusd
-// gateways in kafka mode whose environment statusd itself accepts.
+// one KRaft broker, a topic creator the gateways wait for, PostgreSQL, two
+// statusd gateways in kafka mode whose environment statusd itself accepts,
+// the first durable on the database.
 func TestDockerComposeWiring(t *testing.T) {
 	data, err := os.ReadFile("../../docker-compose.yml")
 	require.NoError(t, err)
@@ -46,7 +48,7 @@ func TestDockerComposeWiring(t *testing.T) {
 	for name := range c.Services {
 		names = append(names, name)
 	}
-	assert.ElementsMatch(t, []string{"kafka", "create-topic", "statusd-1", "statusd-2"}, names, "no ZooKeeper, nothing else")
+	assert.ElementsMatch(t, []string{"kafka", "create-topic", "postgres", "statusd-1", "statusd-2"}, names, "no ZooKeeper, nothing else")
 
 	kafka := c.Services["kafka"]
 	assert.Regexp(t, `^apache/kafka:\d+\.\d+\.\d+$`, kafka.Image, "the official Apache Kafka image, pinned")
@@ -107,6 +109,26 @@ func TestDockerComposeWiring(t *testing.T) {
 		assert.False(t, hostPorts[host], "%s: host ports differ", name)
 		hostPorts[host] = true
 	}
+
+	pg := c.Services["postgres"]
+	assert.Regexp(t, `^postgres:\d+\.\d+$`, pg.Image, "the official PostgreSQL image, pinned")
+	require.NotNil(t, pg.Healthcheck, "statusd-1 waits for a healthy database")
+	durable := c.Services["statusd-1"]
+	assert.Equal(t, "service_healthy", durable.DependsOn["postgres"].Condition)
+	cfg, err := parseConfig(nil, env(durable.Environment), io.Discard)
+	require.NoError(t, err)
+	require.NotEmpty(t, cfg.database.url, "statusd-1 runs with --database-url")
+	dbURL, err := url.Parse(cfg.database.url)
+	require.NoError(t, err)
+	assert.Equal(t, "postgres:5432", dbURL.Host, "statusd-1 reaches the postgres service")
+	assert.Equal(t, "/"+pg.Environment["POSTGRES_DB"], dbURL.Path)
+	assert.Equal(t, pg.Environment["POSTGRES_USER"], dbURL.User.Username())
+	password, _ := dbURL.User.Password()
+	assert.Equal(t, pg.Environment["POSTGRES_PASSWORD"], password)
+	assert.True(t, cfg.demo, "the demo runs on the database")
+	cfg, err = parseConfig(nil, env(c.Services["statusd-2"].Environment), io.Discard)
+	require.NoError(t, err)
+	assert.Empty(t, cfg.database.url, "statusd-2 is a gateway only")
 }
 
 func TestDockerfile(t *testing.T) {

@@ -35,6 +35,7 @@ import (
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/app"
+	"github.com/statusbroadcaster/statusbroadcaster/ports"
 )
 
 func main() {
@@ -76,6 +77,7 @@ type config struct {
 	auth         authFlags
 	metricsAddr  string
 	harden       hardenFlags
+	database     databaseFlags
 }
 
 // parseConfig reads flags from args, each defaulting to the environment
@@ -99,6 +101,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 	c.auth.register(fs)
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve GET /metrics on this address instead (e.g. 127.0.0.1:9090), and not on --addr")
 	c.harden.register(fs)
+	c.database.register(fs)
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -137,6 +140,9 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 	if _, err := c.auth.config(); err != nil {
 		return c, err
 	}
+	if err := c.database.validate(); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
@@ -161,6 +167,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		Metrics: m,
 		Hub:     fanout.Config{History: cfg.history, MaxProjects: cfg.maxProjects, QueueSize: cfg.queueSize},
 	}
+	db, err := openDurable(ctx, cfg.database, logger)
+	if err != nil {
+		return err
+	}
+	defer db.close()
+	cfg.database.busConfig(cfg.pubsub, &busCfg)
 	switch cfg.pubsub {
 	case "memory":
 		bus, err = pubsub.NewInMemory(busCfg, logger)
@@ -171,6 +183,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		}
 	}
 	if err != nil {
+		return err
+	}
+	if err := db.start(bus); err != nil {
+		_ = bus.Close(context.Background())
 		return err
 	}
 
@@ -202,6 +218,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		defer verifier.Close()
 		apiCfg.Auth = verifier
 	}
+	db.apiConfig(&apiCfg)
 	api := httpapi.New(apiCfg, bus, logger)
 	srv := &http.Server{
 		Handler:           api,
@@ -216,10 +233,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdown)
 		defer cancel()
+		_ = db.stopForwarding()
 		_ = bus.Close(ctx)
 		return err
 	}
-	logger.Info("listening on "+listenURL(ln.Addr()), "pubsub", cfg.pubsub, "demo", cfg.demo)
+	logger.Info("listening on "+listenURL(ln.Addr()), "pubsub", cfg.pubsub, "demo", cfg.demo, "database", cfg.database.url != "")
 
 	serveErr := make(chan error, 2) // the server, and the metrics listener (--metrics-addr)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -239,10 +257,25 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		if !cfg.demo {
 			return
 		}
-		repo := memory.NewRepository(nil)
+		var repo ports.ProjectRepository = memory.NewRepository(nil)
 		setup := app.NewProjectSetup(repo, bus, logger)
-		if err := app.Demo(demoCtx, app.DemoConfig{}, repo, setup, logger); err != nil && demoCtx.Err() == nil {
+		repo, setup = db.demo(repo, setup, bus, logger)
+		// A repository error stops the demo; on a database (an outage)
+		// it starts again a second later, with the projects it left.
+		for {
+			err := app.Demo(demoCtx, app.DemoConfig{}, repo, setup, logger)
+			if demoCtx.Err() != nil {
+				return
+			}
 			logger.Error("demo stopped", "error", err)
+			if db == nil {
+				return
+			}
+			select {
+			case <-demoCtx.Done():
+				return
+			case <-time.After(time.Second):
+			}
 		}
 	}()
 
@@ -265,6 +298,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		if err := metricsSrv.Shutdown(shutdownCtx); err != nil {
 			errs = append(errs, fmt.Errorf("metrics shutdown: %w", err))
 		}
+	}
+	if err := db.stopForwarding(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := bus.Close(shutdownCtx); err != nil {
 		errs = append(errs, fmt.Errorf("pub/sub close: %w", err))
