@@ -88,10 +88,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	defer s.streams.Add(-1)
 
 	sub, err := s.bus.Subscribe(fanout.SubscribeOptions{
-		Topics:      topics,
-		QueueSize:   s.cfg.QueueSize,
-		Snapshot:    snapshot,
-		LastEventID: lastID,
+		Topics:       topics,
+		QueueSize:    s.cfg.QueueSize,
+		Snapshot:     snapshot,
+		LastEventID:  lastID,
+		BacklogBytes: writeChunk,
+		ParkAfter:    parkAfter,
 	})
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
@@ -116,46 +118,67 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	}
 	w.WriteHeader(http.StatusOK)
 
-	st := &sseWriter{rc: http.NewResponseController(w), w: w, timeout: s.cfg.WriteTimeout}
+	st := &sseWriter{rc: http.NewResponseController(w), w: w, timeout: s.cfg.WriteTimeout, sub: sub}
 	stopCut := context.AfterFunc(s.closing, st.cut)
 	defer stopCut()
 	defer st.finish()
-	// The first write carries the retry hint and the whole backlog
-	// (snapshot or replay), as far as writeChunk allows.
+	// The first write carries the retry hint and the first chunk of the
+	// backlog (snapshot or replay). The backlog is read from the hub a
+	// chunk (writeChunk bytes) at a time as the client takes it, so a slow
+	// client holds one chunk, not the whole snapshot.
+	var clock backlogClock
 	batch := sub.Take(nil)
-	if err := st.write(s.retryLine, batch); err != nil {
+	n, err := st.write(s.retryLine, batch)
+	if err != nil {
 		return
 	}
+	clock.observe(sub.InBacklog(), n)
 	clear(batch)
 
 	heartbeat := time.NewTimer(s.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	for {
+		// Before every chunk: a stream the hub ended (too slow, or closed),
+		// or the server is closing, stops here and ends cleanly, even in
+		// the middle of its backlog.
+		select {
+		case <-sub.Done():
+			s.endedByHub(r, sub)
+			return
+		case <-s.closing.Done():
+			return
+		case <-r.Context().Done():
+			return
+		default:
+		}
+		if clock.spent(s.cfg.WriteTimeout, s.cfg.BacklogMinRate) {
+			s.cfg.Metrics.SubscriberDropped()
+			s.log.Info("ending a stream that takes its backlog too slowly; it will resume", "remote", r.RemoteAddr,
+				"sent", clock.sent, "elapsed", time.Since(clock.start).Round(time.Millisecond))
+			return
+		}
 		select {
 		case <-sub.Ready():
 			batch = sub.Take(batch[:0])
 			if len(batch) == 0 {
-				continue // a spurious wake-up: keep the heartbeat timer running
+				continue // a spurious wake-up, or a backlog chunk with nothing selected
 			}
-			if err := st.write(nil, batch); err != nil {
+			n, err := st.write(nil, batch)
+			if err != nil {
 				s.log.Debug("stream write failed; the client will resume", "error", err, "remote", r.RemoteAddr)
 				return
 			}
+			clock.observe(sub.InBacklog(), n)
 			clear(batch)
 			if cap(batch) > maxKeptBatch {
 				batch = nil // a burst is over: do not keep its array per idle stream
 			}
 		case <-heartbeat.C:
-			if err := st.write(heartbeatLine, nil); err != nil {
+			if _, err := st.write(heartbeatLine, nil); err != nil {
 				return
 			}
 		case <-sub.Done():
-			// Too slow (fanout.ErrSlowSubscriber) or the hub closed: end
-			// the stream; EventSource reconnects and resumes from its
-			// last id.
-			if errors.Is(sub.Err(), fanout.ErrSlowSubscriber) {
-				s.log.Info("ending a stream that fell behind; it will resume", "remote", r.RemoteAddr)
-			}
+			s.endedByHub(r, sub)
 			return
 		case <-r.Context().Done():
 			return
@@ -166,26 +189,67 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	}
 }
 
+// parkAfter is how long a stream's write may be blocked, with events piling
+// up for it, before the hub parks its subscription: a client that does not
+// read then costs nothing per event until its write completes (it catches up
+// with the latest state of each project) or its WriteTimeout ends it.
+const parkAfter = time.Second
+
+// endedByHub logs why the hub ended a stream's subscription.
+func (s *Server) endedByHub(r *http.Request, sub *fanout.Subscription) {
+	// Too slow (fanout.ErrSlowSubscriber) or the hub closed: end the
+	// stream; EventSource reconnects and resumes from its last id.
+	if errors.Is(sub.Err(), fanout.ErrSlowSubscriber) {
+		s.log.Info("ending a stream that fell behind; it will resume", "remote", r.RemoteAddr)
+	}
+}
+
+// backlogClock measures how fast a stream takes its backlog: from the first
+// chunk of a backlog (snapshot, replay, catch-up after being parked) to the
+// chunk that ends it.
+type backlogClock struct {
+	start time.Time
+	sent  int
+}
+
+// observe records n bytes written; inBacklog says whether the stream is
+// still in a backlog after them.
+func (c *backlogClock) observe(inBacklog bool, n int) {
+	if !inBacklog {
+		c.start, c.sent = time.Time{}, 0
+		return
+	}
+	if c.start.IsZero() {
+		c.start = time.Now()
+	}
+	c.sent += n
+}
+
+// spent reports whether the backlog in progress is behind its budget:
+// grace, plus its bytes at minRate.
+func (c *backlogClock) spent(grace time.Duration, minRate int) bool {
+	return budgetSpent(c.start, c.sent, grace, minRate)
+}
+
 // heartbeatLine is the SSE comment an idle stream gets every Heartbeat.
 var heartbeatLine = []byte(": heartbeat\n\n")
 
 // maxKeptBatch is the largest batch array a stream keeps between writes.
 const maxKeptBatch = 256
 
-// sseHead renders the fields of an entry's Server-Sent Events frame that
-// come before its data: "id: <id>\nevent: <type>\ndata: ". The data is
-// the envelope JSON that the codec encoded once for everyone (one line by
-// construction: encoding/json escapes control characters), and a blank
-// line ends the frame. Only the head is kept per entry (see
-// fanout.Entry.Frame), about 45 bytes, rather than a second copy of the
-// envelope for every event in the history.
-func sseHead(e *fanout.Entry) []byte {
-	b := make([]byte, 0, len("id: \nevent: \ndata: ")+len(e.ID)+len(e.Event.Type))
-	b = append(b, "id: "...)
-	b = append(b, e.ID...)
-	b = append(b, "\nevent: "...)
-	b = append(b, e.Event.Type...)
-	return append(b, "\ndata: "...)
+// appendHead appends the fields of an entry's Server-Sent Events frame
+// that come before its data: "id: <id>\nevent: <type>\ndata: ". The data
+// is the envelope JSON that the codec encoded once for everyone (one line by
+// construction: encoding/json escapes control characters), and a blank line
+// ends the frame. The head, about 45 bytes, is written into each stream's
+// buffer as it copies the data, rather than kept per entry (that was 90
+// bytes more for every event in the cache and the history).
+func appendHead(buf *bytes.Buffer, e *fanout.Entry) {
+	buf.WriteString("id: ")
+	buf.WriteString(e.ID)
+	buf.WriteString("\nevent: ")
+	buf.WriteString(string(e.Type()))
+	buf.WriteString("\ndata: ")
 }
 
 // bufPool holds the buffers streams gather frames in. A stream borrows one
@@ -198,6 +262,7 @@ type sseWriter struct {
 	rc      *http.ResponseController
 	w       http.ResponseWriter
 	timeout time.Duration
+	sub     *fanout.Subscription // told when a write blocks (see fanout.SubscribeOptions.ParkAfter)
 
 	mu       sync.Mutex // guards deadlines against cut, which runs on another goroutine
 	ending   bool       // cut was called: deadlines are short from now on
@@ -210,10 +275,11 @@ const endGrace = time.Second
 
 // write sends prefix and the frames of entries in as few writes as
 // writeChunk allows: every event queued for a client since its last write
-// goes out together. Nothing is encoded per client: the envelope JSON and
-// the frame head are built once per event and shared by all streams; a
-// stream only copies them into its write buffer.
-func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) error {
+// goes out together. Nothing is encoded per client: the envelope JSON is
+// encoded once per event and shared by all streams; a stream only copies
+// it, behind the frame head, into its write buffer. It returns the bytes
+// written.
+func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) (int, error) {
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer func() {
 		if buf.Cap() <= 2*writeChunk {
@@ -222,21 +288,26 @@ func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) error {
 		}
 	}()
 	buf.Write(prefix)
+	sent := 0
 	for _, e := range entries {
-		buf.Write(e.Frame(sseHead))
+		appendHead(buf, e)
 		buf.Write(e.Data)
 		buf.WriteString("\n\n")
 		if buf.Len() >= writeChunk {
 			if err := st.send(buf.Bytes()); err != nil {
-				return err
+				return sent, err
 			}
+			sent += buf.Len()
 			buf.Reset()
 		}
 	}
 	if buf.Len() == 0 {
-		return nil
+		return sent, nil
 	}
-	return st.send(buf.Bytes())
+	if err := st.send(buf.Bytes()); err != nil {
+		return sent, err
+	}
+	return sent + buf.Len(), nil
 }
 
 // send writes p to the client and flushes it through, within the write
@@ -251,6 +322,10 @@ func (st *sseWriter) send(p []byte) error {
 	st.mu.Unlock()
 	if err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
+	}
+	if st.sub != nil {
+		st.sub.MarkBusy()
+		defer st.sub.MarkIdle()
 	}
 	if _, err := st.w.Write(p); err != nil {
 		return err
