@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
@@ -141,13 +140,12 @@ func (h *Hub) Dispatch(ev domain.Event, data []byte) *Entry {
 	h.rememberLocked(e)
 
 	delivered := 0
-	var now time.Time
 	for s := range h.wildcard {
-		delivered += h.pushLocked(s, e, &now)
+		delivered += h.pushLocked(s, e)
 	}
 	for s := range h.byProject[e.ProjectID()] {
 		if !s.wildcard {
-			delivered += h.pushLocked(s, e, &now)
+			delivered += h.pushLocked(s, e)
 		}
 	}
 	h.cfg.Metrics.EventDispatched()
@@ -195,10 +193,10 @@ func (h *Hub) compactLocked() {
 	h.order = kept
 }
 
-// pushLocked queues e for s, parks s when it cannot take it now, or ends it
-// when it cannot keep up. now is read once per Dispatch, when needed.
-func (h *Hub) pushLocked(s *Subscription, e *Entry, now *time.Time) int {
-	if s.park > 0 && h.shouldParkLocked(s, now) {
+// pushLocked queues e for s, parks s when its queue is full (if it may be
+// parked), or ends it when it cannot keep up.
+func (h *Hub) pushLocked(s *Subscription, e *Entry) int {
+	if s.park && s.queue.Full() {
 		h.parkLocked(s, e.Seq-1)
 		return 0
 	}
@@ -210,28 +208,6 @@ func (h *Hub) pushLocked(s *Subscription, e *Entry, now *time.Time) int {
 		return 0
 	}
 	return 1
-}
-
-// parkThreshold is the fewest queued entries a subscription whose consumer
-// is blocked must have before it is parked: a consumer that is merely in
-// the middle of a write is not parked for one event.
-const parkThreshold = 64
-
-// shouldParkLocked reports whether s should stop receiving events: its
-// queue is full, or its consumer has been blocked (in a write) for longer
-// than its park delay with entries piling up.
-func (h *Hub) shouldParkLocked(s *Subscription, now *time.Time) bool {
-	if s.queue.Full() {
-		return true
-	}
-	since := s.busySince.Load()
-	if since == 0 || s.queue.Len() < parkThreshold {
-		return false
-	}
-	if now.IsZero() {
-		*now = time.Now()
-	}
-	return now.Sub(time.Unix(0, since)) >= s.park
 }
 
 // parkLocked takes s out of the index: events are no longer queued for it,
@@ -338,14 +314,16 @@ type SubscribeOptions struct {
 	// BacklogBytes is about the most bytes of event data one Take returns
 	// from the backlog (at least one entry). Default 32 KiB.
 	BacklogBytes int
-	// ParkAfter, when positive, lets the hub park the subscription rather
-	// than queue and coalesce for it: when its queue is full, or when its
-	// consumer has been blocked (MarkBusy) for ParkAfter with entries
-	// piling up. A parked subscription costs nothing per event; when its
-	// consumer takes again it gets the latest event of each of its projects
-	// updated meanwhile, in order (see Take). Zero: never parked; a full
-	// queue coalesces and, failing that, ends the subscription.
-	ParkAfter time.Duration
+	// ParkWhenFull lets the hub park the subscription when its queue is
+	// full, rather than coalesce the queue on every event and end the
+	// subscription when that fails. A parked subscription is out of the
+	// index and costs nothing per event; when its consumer takes again it
+	// gets its queue, then the latest event of each of its projects updated
+	// meanwhile, in order, then live events (see Take). Its consumer must
+	// bound how long it may stay away (the SSE gateway: its write
+	// deadline). Without it, a full queue coalesces and, failing that,
+	// ends the subscription (what an Inbox does).
+	ParkWhenFull bool
 }
 
 // backlogMode says where a subscription's backlog is read from.
@@ -382,7 +360,7 @@ func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 		topics:       make(map[domain.Topic]struct{}),
 		done:         make(chan struct{}),
 		backlogBytes: opts.BacklogBytes,
-		park:         opts.ParkAfter,
+		park:         opts.ParkWhenFull,
 	}
 	if s.backlogBytes <= 0 {
 		s.backlogBytes = 32 << 10

@@ -746,14 +746,14 @@ func TestMetrics(t *testing.T) {
 	assert.Equal(t, 0, m.subs, "every subscription is gone after Hub.Close")
 }
 
-// A subscription with ParkAfter whose queue is full is parked: out of the
+// A subscription with ParkWhenFull whose queue is full is parked: out of the
 // index, it costs nothing per event; when its consumer takes again it gets
 // its queue, then the latest event of each project updated meanwhile, in
 // order, then live events.
 func TestFullQueueParksAndCatchesUp(t *testing.T) {
 	h := fanout.NewHub(fanout.Config{})
 	defer h.Close()
-	s := subscribe(t, h, fanout.SubscribeOptions{Topics: []domain.Topic{domain.AllProjects}, QueueSize: 3, ParkAfter: time.Hour})
+	s := subscribe(t, h, fanout.SubscribeOptions{Topics: []domain.Topic{domain.AllProjects}, QueueSize: 3, ParkWhenFull: true})
 	dispatch(t, h, "a1 b1 c1")
 	assert.Zero(t, s.Parked())
 	dispatch(t, h, "a2 d1 a3 b2")
@@ -763,30 +763,4 @@ func TestFullQueueParksAndCatchesUp(t *testing.T) {
 	assert.Equal(t, "d1 a3 b2", take(s), "then the latest of each project updated since, in order")
 	dispatch(t, h, "c2")
 	assert.Equal(t, "c2", take(s), "then live")
-}
-
-// A consumer blocked (MarkBusy) for ParkAfter with entries piling up is
-// parked before its queue fills.
-func TestBusyConsumerIsParked(t *testing.T) {
-	h := fanout.NewHub(fanout.Config{})
-	defer h.Close()
-	s := subscribe(t, h, fanout.SubscribeOptions{Topics: []domain.Topic{domain.AllProjects}, ParkAfter: time.Millisecond})
-	s.MarkBusy()
-	time.Sleep(5 * time.Millisecond)
-	var spec []string
-	for i := range 100 {
-		spec = append(spec, fmt.Sprintf("p%d:%d", i%10, i))
-	}
-	dispatch(t, h, strings.Join(spec, " "))
-	assert.Equal(t, 1, s.Parked())
-	s.MarkIdle()
-	got := takeAll(s)
-	assert.Less(t, len(got), 100, "coalesced")
-	last := map[string]string{}
-	for _, e := range got {
-		last[e.ProjectID()] = e.Event().Project.Name
-	}
-	for i := 90; i < 100; i++ {
-		assert.Equal(t, fmt.Sprintf("p%d/%d", i%10, i), last[fmt.Sprintf("p%d", i%10)], "the latest state of every project")
-	}
 }

@@ -2,7 +2,6 @@ package fanout
 
 import (
 	"sync/atomic"
-	"time"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/coalesce"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
@@ -22,10 +21,7 @@ type Subscription struct {
 	// queue; it is out of the index meanwhile.
 	backlogActive atomic.Bool
 	backlogBytes  int
-	park          time.Duration // SubscribeOptions.ParkAfter
-	// busySince is when the consumer started a blocking write (UnixNano),
-	// 0 while it is not writing.
-	busySince atomic.Int64
+	park          bool // SubscribeOptions.ParkWhenFull
 
 	// Guarded by hub.mu.
 	topics   map[domain.Topic]struct{}
@@ -93,14 +89,6 @@ func (s *Subscription) take(dst []*Entry, max int) []*Entry {
 // (a snapshot, a replay, or the catch-up after it was parked) rather than
 // live events.
 func (s *Subscription) InBacklog() bool { return s.backlogActive.Load() }
-
-// MarkBusy tells the hub that the consumer is about to block (a write to a
-// client); MarkIdle that it no longer is. A subscription with ParkAfter
-// whose consumer stays busy that long is parked (see SubscribeOptions).
-func (s *Subscription) MarkBusy() { s.busySince.Store(time.Now().UnixNano()) }
-
-// MarkIdle ends what MarkBusy started.
-func (s *Subscription) MarkIdle() { s.busySince.Store(0) }
 
 // Parked returns how many times the hub has parked the subscription.
 func (s *Subscription) Parked() int {

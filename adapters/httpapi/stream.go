@@ -93,7 +93,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 		Snapshot:     snapshot,
 		LastEventID:  lastID,
 		BacklogBytes: writeChunk,
-		ParkAfter:    parkAfter,
+		ParkWhenFull: true,
 	})
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
@@ -118,7 +118,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	}
 	w.WriteHeader(http.StatusOK)
 
-	st := &sseWriter{rc: http.NewResponseController(w), w: w, timeout: s.cfg.WriteTimeout, sub: sub}
+	st := &sseWriter{rc: http.NewResponseController(w), w: w, timeout: s.cfg.WriteTimeout}
 	stopCut := context.AfterFunc(s.closing, st.cut)
 	defer stopCut()
 	defer st.finish()
@@ -189,12 +189,6 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	}
 }
 
-// parkAfter is how long a stream's write may be blocked, with events piling
-// up for it, before the hub parks its subscription: a client that does not
-// read then costs nothing per event until its write completes (it catches up
-// with the latest state of each project) or its WriteTimeout ends it.
-const parkAfter = time.Second
-
 // endedByHub logs why the hub ended a stream's subscription.
 func (s *Server) endedByHub(r *http.Request, sub *fanout.Subscription) {
 	// Too slow (fanout.ErrSlowSubscriber) or the hub closed: end the
@@ -262,7 +256,6 @@ type sseWriter struct {
 	rc      *http.ResponseController
 	w       http.ResponseWriter
 	timeout time.Duration
-	sub     *fanout.Subscription // told when a write blocks (see fanout.SubscribeOptions.ParkAfter)
 
 	mu       sync.Mutex // guards deadlines against cut, which runs on another goroutine
 	ending   bool       // cut was called: deadlines are short from now on
@@ -322,10 +315,6 @@ func (st *sseWriter) send(p []byte) error {
 	st.mu.Unlock()
 	if err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
-	}
-	if st.sub != nil {
-		st.sub.MarkBusy()
-		defer st.sub.MarkIdle()
 	}
 	if _, err := st.w.Write(p); err != nil {
 		return err
