@@ -38,7 +38,7 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 // writeProjects writes the JSON array of the latest record of every project
 // for which allow returns true (every project when allow is nil), ordered by
 // id. Each write has WriteTimeout as its deadline; the whole response must
-// go at BacklogMinRate at least (after a first WriteTimeout); when the
+// go at MinRate at least (after a first WriteTimeout); when the
 // server shuts down it gets at most endGrace more. A response that misses
 // any of these is cut (the client sees a broken body, never a short array
 // that looks whole).
@@ -47,7 +47,7 @@ func (s *Server) writeProjects(w http.ResponseWriter, r *http.Request, allow fun
 	w.WriteHeader(http.StatusOK)
 	lw := &limitedWriter{
 		rc: http.NewResponseController(w), w: w,
-		timeout: s.cfg.WriteTimeout, minRate: s.cfg.BacklogMinRate, start: time.Now(),
+		timeout: s.cfg.WriteTimeout, minRate: s.cfg.MinRate, start: time.Now(),
 	}
 	stop := context.AfterFunc(s.closing, lw.cut)
 	defer stop()

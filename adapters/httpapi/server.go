@@ -46,12 +46,12 @@ type Config struct {
 	// MaxListings bounds concurrent GET /projects responses; the next one
 	// gets 503 with Retry-After. Default 4.
 	MaxListings int
-	// BacklogMinRate is the slowest average rate, in bytes per second, at
+	// MinRate is the slowest average rate, in bytes per second, at
 	// which a client must take a stream's backlog (snapshot, replay,
 	// catch-up) or a GET /projects body, after a first WriteTimeout: a
 	// client that falls behind it is ended (a stream resumes later).
 	// Default 64 KiB/s; negative: no minimum.
-	BacklogMinRate int
+	MinRate int
 	// Metrics counts streams; nil counts nothing.
 	Metrics *metrics.Metrics
 	// Gatherer serves GET /metrics; nil serves the default registry.
@@ -82,8 +82,8 @@ func (c *Config) setDefaults() {
 	if c.MaxListings <= 0 {
 		c.MaxListings = 4
 	}
-	if c.BacklogMinRate == 0 {
-		c.BacklogMinRate = 64 << 10
+	if c.MinRate == 0 {
+		c.MinRate = 64 << 10
 	}
 	if c.Gatherer == nil {
 		c.Gatherer = prometheus.DefaultGatherer

@@ -151,7 +151,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 			return
 		default:
 		}
-		if clock.spent(s.cfg.WriteTimeout, s.cfg.BacklogMinRate) {
+		if clock.spent(s.cfg.WriteTimeout, s.cfg.MinRate) {
 			s.cfg.Metrics.SubscriberDropped()
 			s.log.Info("ending a stream that takes its backlog too slowly; it will resume", "remote", r.RemoteAddr,
 				"sent", clock.sent, "elapsed", time.Since(clock.start).Round(time.Millisecond))
