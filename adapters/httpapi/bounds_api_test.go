@@ -142,3 +142,43 @@ func stallingGet(t *testing.T, addr, path string) (*http.Response, net.Conn) {
 	require.NoError(t, err)
 	return resp, conn
 }
+
+// A stream whose client takes each write within WriteTimeout, but its
+// snapshot slower than MinRate, is ended — cleanly, between two chunks —
+// after WriteTimeout plus what it was sent at MinRate; a faster client gets
+// the whole snapshot. (Small socket buffers, so that what the server has
+// sent is what the client has read, give or take 8 KiB.)
+func TestSnapshotSlowerThanMinRateIsEnded(t *testing.T) {
+	t.Parallel()
+	const n = 3000 // ~3 MB of snapshot
+	g := newSSEGatewayWith(t, pubsub.Config{OutboxCapacity: 2 * n}, httpapi.Config{WriteTimeout: 2 * time.Second, MinRate: 512 << 10},
+		func(l net.Listener) net.Listener { return smallBuffers{l} })
+	for i := range n {
+		bigEvent(t, g, fmt.Sprintf("p%04d", i))
+	}
+	g.settle(t, fmt.Sprintf("p%04d", n-1), 1)
+
+	fast := g.openStream(t, "/events/projects", nil)
+	fast.start()
+	fastFrames, _ := fast.events(n)
+	require.Len(t, fastFrames, n, "a client faster than MinRate gets the whole snapshot")
+
+	resp, conn, err := rawGet(g.srv.Listener.Addr().String(), "/events/projects", 64<<10)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- readPaced(resp.Body, 64<<10, nil) }()
+	select {
+	case err := <-done:
+		took := time.Since(start)
+		require.NoError(t, err, "ended cleanly, with the closing chunk")
+		t.Logf("a client reading its %d-event snapshot at 64 KiB/s (MinRate 512 KiB/s, WriteTimeout 2s) was ended after %s", n, took.Round(time.Millisecond))
+		assert.Less(t, took, 20*time.Second)
+	case <-time.After(30 * time.Second):
+		_ = conn.Close()
+		<-done
+		t.Fatal("a client slower than MinRate was not ended within 30 s (taking it all takes 48 s)")
+	}
+}
