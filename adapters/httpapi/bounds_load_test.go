@@ -233,7 +233,7 @@ func testListingBounded(t *testing.T, bin string, n int) {
 	}), "by id")
 }
 
-// 2. Groups of slow readers take the snapshot of every project while every
+// 2. Four groups of slow readers take the snapshot of every project while every
 // project is updated between groups: what they hold is one chunk each, not
 // the snapshot of their time, so statusd stays under GOMEMLIMIT.
 func testSlowSnapshots(t *testing.T, bin string, n int) {
@@ -250,7 +250,7 @@ func testSlowSnapshots(t *testing.T, bin string, n int) {
 	var readers sync.WaitGroup
 	var readerErr atomic.Pointer[error]
 	defer func() { close(stop); readers.Wait() }()
-	for group := 1; group <= 3; group++ {
+	for group := 1; group <= 4; group++ {
 		for range 4 {
 			s, err := dialStream(p.addr, "/events/projects", 64<<10)
 			require.NoError(t, err)
@@ -266,7 +266,7 @@ func testSlowSnapshots(t *testing.T, bin string, n int) {
 	}
 	time.Sleep(time.Second)
 	rss, peak := p.memory()
-	t.Logf("%d projects of ~4 KiB, 3 groups of 4 readers at %d KiB/s taking the snapshot between full updates, GOMEMLIMIT %d MiB: "+
+	t.Logf("%d projects of ~4 KiB, 4 groups of 4 readers at %d KiB/s taking the snapshot between full updates, GOMEMLIMIT %d MiB: "+
 		"RSS %.1f MiB, peak %.1f MiB", n, slowRate>>10, limit/mib, float64(rss)/mib, float64(peak)/mib)
 	assert.Less(t, peak, int64(limit), "statusd stays under GOMEMLIMIT")
 	if e := readerErr.Load(); e != nil {
