@@ -331,7 +331,9 @@ func testShutdownMidSnapshot(t *testing.T, bin string, n int) {
 // factor.
 func testStalledCrowd(t *testing.T, bin string, stalled, events, queue int) {
 	raiseFileLimit(t, uint64(stalled)+512)
-	p := startStatusdEnv(t, bin, "STATUSD_CLIENT_QUEUE="+strconv.Itoa(queue), "STATUSD_MAX_CLIENTS="+strconv.Itoa(stalled+16))
+	// --write-timeout 60s: the stalled clients stay for the whole run.
+	p := startStatusdEnv(t, bin, "STATUSD_CLIENT_QUEUE="+strconv.Itoa(queue), "STATUSD_MAX_CLIENTS="+strconv.Itoa(stalled+16),
+		"STATUSD_WRITE_TIMEOUT=60s")
 	measure := func(from int) (p50, p99 time.Duration) {
 		reader, err := dialStream(p.addr, "/events/projects?snapshot=false", 0)
 		require.NoError(t, err)
@@ -376,6 +378,16 @@ func testStalledCrowd(t *testing.T, bin string, stalled, events, queue int) {
 		require.NoError(t, err)
 		conns = append(conns, s.conn)
 	}
+	// Stall them: enough events to fill their sockets and their queues.
+	// (Until its socket is full a client that does not read still takes
+	// writes — up to 2 × StreamSendBuffer — and costs a write per event.)
+	warm := newPoster(t, p)
+	stallIn := time.Now()
+	for i := range queue + 500 {
+		require.NoError(t, warm.update(fmt.Sprintf("w%03d", i%100), i+1, 800))
+	}
+	t.Logf("stalling %d clients took %s (%d events)", stalled, time.Since(stallIn).Round(time.Millisecond), queue+500)
+	time.Sleep(time.Second)
 	crowd50, crowd99 := measure(events + 1)
 	ratio := float64(crowd99) / float64(alone99)
 	t.Logf("%d events of ~1 KiB, --client-queue %d: a reader alone p50 %s p99 %s; with %d stalled clients p50 %s p99 %s (p99 ×%.2f); no event lost",

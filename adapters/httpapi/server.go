@@ -52,6 +52,11 @@ type Config struct {
 	// client that falls behind it is ended (a stream resumes later).
 	// Default 64 KiB/s; negative: no minimum.
 	MinRate int
+	// StreamSendBuffer is the socket send buffer of a stream's connection
+	// (the kernel doubles it for its bookkeeping), when the http.Server's
+	// ConnContext is Server.ConnContext. Default 64 KiB; negative: the
+	// kernel's autotuning (up to megabytes per connection).
+	StreamSendBuffer int
 	// Metrics counts streams; nil counts nothing.
 	Metrics *metrics.Metrics
 	// Gatherer serves GET /metrics; nil serves the default registry.
@@ -84,6 +89,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MinRate == 0 {
 		c.MinRate = 64 << 10
+	}
+	if c.StreamSendBuffer == 0 {
+		c.StreamSendBuffer = 64 << 10
 	}
 	if c.Gatherer == nil {
 		c.Gatherer = prometheus.DefaultGatherer

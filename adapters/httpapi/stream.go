@@ -116,6 +116,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 		// distinguishable from a cut one. HTTP/2 forbids the header.)
 		h.Set("Connection", "close")
 	}
+	s.limitSendBuffer(r.Context())
 	w.WriteHeader(http.StatusOK)
 
 	st := &sseWriter{rc: http.NewResponseController(w), w: w, timeout: s.cfg.WriteTimeout}

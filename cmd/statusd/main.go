@@ -172,6 +172,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		ConnContext:       api.ConnContext, // streams size their socket send buffers
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(api.CloseStreams)
