@@ -337,7 +337,10 @@ func testStalledCrowd(t *testing.T, bin string, stalled, events, queue int) {
 	// --write-timeout 60s: the stalled clients stay for the whole run.
 	p := startStatusdEnv(t, bin, "STATUSD_CLIENT_QUEUE="+strconv.Itoa(queue), "STATUSD_MAX_CLIENTS="+strconv.Itoa(stalled+16),
 		"STATUSD_WRITE_TIMEOUT=60s")
-	measure := func(from int) (p50, p99 time.Duration) {
+	// measure posts events versions from `from` on, and returns the
+	// reader's latency percentiles (POST sent → event read) and how many
+	// events it did not get (or got out of order).
+	measure := func(from int) (p50, p99 time.Duration, lost int) {
 		reader, err := dialStream(p.addr, "/events/projects?snapshot=false", 0)
 		require.NoError(t, err)
 		defer reader.conn.Close()
@@ -346,16 +349,20 @@ func testStalledCrowd(t *testing.T, bin string, stalled, events, queue int) {
 		lat := make([]time.Duration, 0, events)
 		go func() {
 			_ = reader.conn.SetReadDeadline(time.Now().Add(3 * time.Minute))
-			for i := range events {
-				id, v, err := reader.nextData()
-				if err == nil && v != from+i {
-					err = fmt.Errorf("event %d: got %s v%d (an event lost or out of order)", i, id, v)
-				}
+			next := from
+			for next < from+events {
+				_, v, err := reader.nextData()
 				if err != nil {
 					got <- err
 					return
 				}
-				lat = append(lat, time.Duration(time.Now().UnixNano()-sent[i].Load()))
+				if v < next || v >= from+events {
+					got <- fmt.Errorf("got v%d after v%d: out of order", v, next-1)
+					return
+				}
+				lost += v - next
+				next = v + 1
+				lat = append(lat, time.Duration(time.Now().UnixNano()-sent[v-from].Load()))
 			}
 			got <- nil
 		}()
@@ -364,11 +371,11 @@ func testStalledCrowd(t *testing.T, bin string, stalled, events, queue int) {
 			sent[i].Store(time.Now().UnixNano())
 			require.NoError(t, ps.update(fmt.Sprintf("p%03d", i%100), from+i, 800))
 		}
-		require.NoError(t, <-got, "the reader gets every event, in order")
+		require.NoError(t, <-got, "the reader reads in order up to the last event")
 		slices.Sort(lat)
-		return lat[len(lat)/2], lat[len(lat)*99/100]
+		return lat[len(lat)/2], lat[len(lat)*99/100], lost
 	}
-	alone50, alone99 := measure(1)
+	alone50, alone99, aloneLost := measure(1)
 
 	conns := make([]net.Conn, 0, stalled)
 	defer func() {
@@ -402,11 +409,12 @@ func testStalledCrowd(t *testing.T, bin string, stalled, events, queue int) {
 	}, time.Minute, 10*time.Millisecond)
 	t.Logf("stalling %d clients took %s (%d events)", stalled, time.Since(stallIn).Round(time.Millisecond), queue+500)
 	time.Sleep(time.Second)
-	crowd50, crowd99 := measure(events + 1)
+	crowd50, crowd99, crowdLost := measure(events + 1)
 	ratio := float64(crowd99) / float64(alone99)
-	t.Logf("%d events of ~1 KiB, --client-queue %d: a reader alone p50 %s p99 %s; with %d stalled clients p50 %s p99 %s (p99 ×%.2f); no event lost",
-		events, queue, alone50.Round(100*time.Microsecond), alone99.Round(100*time.Microsecond), stalled,
-		crowd50.Round(100*time.Microsecond), crowd99.Round(100*time.Microsecond), ratio)
+	t.Logf("%d events of ~1 KiB, --client-queue %d: a reader alone p50 %s p99 %s, %d lost; with %d stalled clients p50 %s p99 %s (p99 ×%.2f), %d lost",
+		events, queue, alone50.Round(100*time.Microsecond), alone99.Round(100*time.Microsecond), aloneLost, stalled,
+		crowd50.Round(100*time.Microsecond), crowd99.Round(100*time.Microsecond), ratio, crowdLost)
+	assert.Zero(t, aloneLost+crowdLost, "no event lost to the reader")
 	// The target is 2×; the margin absorbs a loaded machine (the figure
 	// was 150× before parking).
 	assert.Less(t, crowd99, 4*alone99+20*time.Millisecond, "p99 with a stalled crowd")
