@@ -254,16 +254,22 @@ func (h *Hub) LatestAll() []*Entry {
 // it at a time.
 func (h *Hub) SortedIDs() []string {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.sortedIDs != nil && h.sortedGen == h.idsGen {
+		defer h.mu.Unlock()
 		return h.sortedIDs
 	}
+	gen := h.idsGen
 	ids := make([]string, 0, len(h.latest))
 	for id := range h.latest {
 		ids = append(ids, id)
 	}
-	slices.Sort(ids)
-	h.sortedIDs, h.sortedGen = ids, h.idsGen
+	h.mu.Unlock()
+	slices.Sort(ids) // outside the lock: 100,000 ids take milliseconds
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sortedIDs == nil || gen >= h.sortedGen {
+		h.sortedIDs, h.sortedGen = ids, gen
+	}
 	return ids
 }
 

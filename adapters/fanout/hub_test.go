@@ -764,3 +764,19 @@ func TestFullQueueParksAndCatchesUp(t *testing.T) {
 	dispatch(t, h, "c2")
 	assert.Equal(t, "c2", take(s), "then live")
 }
+
+// SortedIDs lists the cached projects by id, shared until the set of
+// projects changes; LatestOf looks a group of them up.
+func TestSortedIDsAndLatestOf(t *testing.T) {
+	h := fanout.NewHub(fanout.Config{MaxProjects: 3})
+	defer h.Close()
+	assert.Empty(t, h.SortedIDs())
+	dispatch(t, h, "c1 a1 b1")
+	ids := h.SortedIDs()
+	assert.Equal(t, []string{"a", "b", "c"}, ids)
+	dispatch(t, h, "a2")
+	assert.Same(t, &ids[0], &h.SortedIDs()[0], "an update does not change the set: the same list")
+	dispatch(t, h, "d1") // forgets c, the least recently updated
+	assert.Equal(t, []string{"a", "b", "d"}, h.SortedIDs())
+	assert.Equal(t, "a2 d1", names(h.LatestOf(nil, []string{"a", "c", "d"})), "c is forgotten")
+}
