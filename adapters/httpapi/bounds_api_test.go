@@ -182,3 +182,38 @@ func TestSnapshotSlowerThanMinRateIsEnded(t *testing.T) {
 		t.Fatal("a client slower than MinRate was not ended within 30 s (taking it all takes 48 s)")
 	}
 }
+
+// A stream whose subscription the hub ends (here: the Bus closes) while the
+// client is in the middle of a long snapshot stops at its next chunk, with
+// its closing chunk, rather than sending the rest of the snapshot.
+func TestStreamEndedByTheHubStopsAtItsNextChunk(t *testing.T) {
+	t.Parallel()
+	const n = 3000 // ~3 MB of snapshot: 48 s at the client's pace
+	g := newSSEGatewayWith(t, pubsub.Config{OutboxCapacity: 2 * n}, httpapi.Config{MinRate: -1},
+		func(l net.Listener) net.Listener { return smallBuffers{l} })
+	for i := range n {
+		bigEvent(t, g, fmt.Sprintf("p%04d", i))
+	}
+	g.settle(t, fmt.Sprintf("p%04d", n-1), 1)
+	resp, conn, err := rawGet(g.srv.Listener.Addr().String(), "/events/projects", 64<<10)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	done := make(chan error, 1)
+	go func() { done <- readPaced(resp.Body, 64<<10, nil) }()
+	time.Sleep(time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, g.bus.Close(ctx))
+	closed := time.Now()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "ended cleanly, with the closing chunk")
+		t.Logf("the stream ended %s after the hub closed", time.Since(closed).Round(time.Millisecond))
+	case <-time.After(waitFor):
+		_ = conn.Close()
+		<-done
+		t.Fatal("the stream went on with its snapshot after the hub ended its subscription")
+	}
+}
