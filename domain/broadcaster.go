@@ -1,5 +1,12 @@
 package domain
 
+import "errors"
+
+// ErrBroadcasterClosed is wrapped by the error a StatusBroadcaster returns
+// for a broadcast after it was closed: the event is not broadcast. An HTTP
+// intake answers 503 for it, never 202.
+var ErrBroadcasterClosed = errors.New("broadcaster closed")
+
 // StatusBroadcaster publishes the full, updated record of a project every
 // time the setup process changes it, on the topic "projects:<id>", so that
 // subscribers of that topic and of "projects:*" receive it.
@@ -10,10 +17,12 @@ package domain
 // the pub/sub is slow or down), deliver in the background in the order of
 // the calls, and log and count failures instead of returning them.
 //
-// The error result is therefore only about the input: it is non-nil, and
-// wraps ErrInvalidEvent, when the project (or the error message) is not
-// valid, in which case nothing is broadcast. A caller that has nothing
-// sensible to do about bad input may ignore it, as the original ignored :ok.
+// The error result is therefore only about the input and the broadcaster's
+// own life: it is non-nil, and wraps ErrInvalidEvent, when the project (or
+// the error message) is not valid; it wraps ErrBroadcasterClosed when the
+// broadcaster has been closed (shut down) and can no longer deliver. In
+// both cases nothing is broadcast. A caller that has nothing sensible to do
+// about it may ignore it, as the original ignored :ok.
 //
 // Implementations are safe for concurrent use.
 type StatusBroadcaster interface {

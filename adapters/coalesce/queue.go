@@ -162,6 +162,14 @@ func (q *Queue[T]) Take(dst []T, max int) []T {
 	return dst
 }
 
+// Wake makes Ready have a value, so that a consumer waiting on it looks
+// again (for something outside the queue).
+func (q *Queue[T]) Wake() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.signalLocked()
+}
+
 // Filter removes every item for which keep returns false, and returns how
 // many it removed.
 func (q *Queue[T]) Filter(keep func(T) bool) int {

@@ -1,9 +1,8 @@
 package fanout_test
 
 import (
+	"encoding/json"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -14,27 +13,29 @@ import (
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
 
-// Entry.Frame renders an entry once, however many subscribers ask for it
-// and however concurrently.
-func TestEntryFrameIsBuiltOnce(t *testing.T) {
+// An entry keeps its own copy of the envelope JSON (not a window into the
+// caller's buffer), locates the project record in it, and decodes the
+// event on demand.
+func TestEntryKeepsOnlyItsJSON(t *testing.T) {
 	h := fanout.NewHub(fanout.Config{})
 	defer h.Close()
-	e := dispatch(t, h, "a1")[0]
-	var calls atomic.Int32
-	encode := func(e *fanout.Entry) []byte {
-		calls.Add(1)
-		return []byte("frame of " + e.ID)
-	}
-	frames := make([][]byte, 16)
-	var wg sync.WaitGroup
-	for i := range frames {
-		wg.Go(func() { frames[i] = e.Frame(encode) })
-	}
-	wg.Wait()
-	assert.Equal(t, int32(1), calls.Load())
-	for _, f := range frames {
-		require.Equal(t, "frame of "+e.ID, string(f))
-		assert.Same(t, &frames[0][0], &f[0], "one shared slice")
+	for _, ev := range []domain.Event{event(t, "a", 1), errorEvent(t, "b", 1, "Mix <deps> \"failed\"")} {
+		data, err := codec.Encode(ev)
+		require.NoError(t, err)
+		buf := append(append([]byte(nil), data...), make([]byte, 4096)...) // a larger read buffer
+		e := h.Dispatch(ev, buf[:len(data)])
+		assert.Equal(t, data, e.Data)
+		assert.Less(t, cap(e.Data), len(buf), "Data does not pin the caller's buffer")
+		assert.NotSame(t, &buf[0], &e.Data[0])
+		project, err := json.Marshal(ev.Project)
+		require.NoError(t, err)
+		assert.Equal(t, string(project), string(e.ProjectJSON()))
+		assert.Equal(t, ev, e.Event())
+		assert.Equal(t, ev.Type, e.Type())
+
+		other := h.Dispatch(ev, []byte(" { not canonical } "))
+		assert.Equal(t, data, other.Data, "anything but the canonical JSON is re-encoded")
+		assert.Equal(t, string(project), string(other.ProjectJSON()))
 	}
 }
 

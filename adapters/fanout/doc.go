@@ -7,15 +7,26 @@
 //
 // The Hub also numbers events (the opaque ids SSE clients resume from),
 // keeps the latest event of each project (snapshots, GET /projects) and a
-// bounded history (Last-Event-ID resume). Registering a subscription and
-// computing its snapshot or replay happen atomically with delivery, so a
-// subscriber never misses nor repeats an event at the seam. The snapshot or
-// replay is held beside the subscription's queue, not in it, so it is
-// bounded by MaxProjects or History rather than by the queue.
+// bounded history (Last-Event-ID resume). An Entry keeps the event once, as
+// its envelope JSON, plus the few fields the hub needs; Entry.Event decodes
+// it on demand.
 //
-// Each Subscription has a bounded queue that coalesces to the latest event
-// per project when it fills up (see package coalesce); a subscriber that
-// falls hopelessly behind is ended with ErrSlowSubscriber rather than
-// allowed to hold unbounded memory or delay anyone else. Inbox turns a
-// Subscription into the channel-based subscriber of the library API.
+// A snapshot or a replay is not copied when a subscription starts: it is a
+// cursor (a sequence number) that Take advances a chunk at a time, reading
+// the cache or the history as they are then, under the lock that orders
+// delivery. While it lasts the subscription is out of the index; it joins
+// live delivery atomically when its cursor reaches the newest event, so a
+// subscriber never misses nor repeats an event at the seam, and a slow one
+// holds one chunk, not a copy of the cache.
+//
+// Each Subscription has a bounded queue. A subscription that may be parked
+// (SubscribeOptions.ParkWhenFull, the SSE gateway's streams) is taken out of
+// the index when its queue fills, costs nothing per event while parked, and
+// catches up from the cache (the latest event of each project updated
+// meanwhile) when its consumer takes again. Otherwise (an Inbox) a full
+// queue coalesces to the latest event per project (see package coalesce),
+// and a subscriber that falls hopelessly behind is ended with
+// ErrSlowSubscriber rather than allowed to hold unbounded memory or delay
+// anyone else. Inbox turns a Subscription into the channel-based subscriber
+// of the library API.
 package fanout

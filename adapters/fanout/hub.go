@@ -1,12 +1,11 @@
 package fanout
 
 import (
-	"cmp"
-	"container/list"
 	"crypto/rand"
 	"encoding/base32"
 	"errors"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,35 +21,6 @@ var (
 	// coalescing, because it stopped reading.
 	ErrSlowSubscriber = errors.New("fanout: subscriber too slow, queue full")
 )
-
-// Entry is one event as the hub delivers it. Entries are shared by every
-// subscriber and must not be modified.
-type Entry struct {
-	// Seq numbers the events the hub has seen, from 1, without gaps.
-	Seq uint64
-	// ID is the opaque, unique id of the event (the SSE "id:" field).
-	ID string
-	// Event is the decoded envelope.
-	Event domain.Event
-	// Data is the envelope JSON, encoded once for everyone.
-	Data []byte
-
-	frameOnce sync.Once
-	frame     []byte
-}
-
-// Frame returns encode(e), computed by the first call and shared by every
-// later one, so that an adapter renders each event in its wire format (the
-// SSE gateway: "id:", "event:" and "data:" lines) once for all its clients
-// rather than once per client. Every caller must pass an equivalent encode;
-// the result must not be modified.
-func (e *Entry) Frame(encode func(*Entry) []byte) []byte {
-	e.frameOnce.Do(func() { e.frame = encode(e) })
-	return e.frame
-}
-
-// ProjectID returns the id of the project the entry is about.
-func (e *Entry) ProjectID() string { return e.Event.Project.ID }
 
 // Config configures a Hub. Zero values take the defaults.
 type Config struct {
@@ -93,22 +63,40 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// orderSlot records that the latest event of project id got seq. Slots are
+// appended in seq order; a slot is live while latest[id] still has its seq
+// (a newer event of the project makes it dead). It holds no entry, so a
+// dead slot pins no event.
+type orderSlot struct {
+	seq uint64
+	id  string
+}
+
 // Hub delivers events to subscriptions. It is safe for concurrent use.
 type Hub struct {
 	cfg   Config
 	epoch string // distinguishes this hub's ids from another's (another process, a restart)
 
-	mu        sync.Mutex
-	closed    bool
-	seq       uint64
-	history   []*Entry                 // ring: Seq s lives at (s-1) % len
-	latest    map[string]*list.Element // project id → element of byUpdate, value *Entry
-	byUpdate  *list.List               // latest entries, least recently updated first
+	mu      sync.Mutex
+	closed  bool
+	seq     uint64
+	history []*Entry // ring: Seq s lives at (s-1) % len
+	// latest is the latest entry of each project; order lists them by
+	// seq, least recently updated first, with dead slots in between
+	// (compacted when they outnumber the live ones). Backlogs walk order
+	// by seq, which stays valid however the cache changes meanwhile.
+	latest map[string]*Entry
+	order  []orderSlot
+	// idsGen counts changes to the set of projects (one added or
+	// forgotten); sortedIDs is the sorted id list as of sortedGen.
+	idsGen, sortedGen uint64
+	sortedIDs         []string
+
 	byProject map[string]map[*Subscription]struct{}
 	wildcard  map[*Subscription]struct{}
 	// live holds every subscription not yet ended, including those that
-	// select no topic (an Inbox before its first Subscribe), which the
-	// index does not reach but Close must end.
+	// select no topic (an Inbox before its first Subscribe) and those
+	// parked, which the index does not reach but Close must end.
 	live map[*Subscription]struct{}
 }
 
@@ -119,8 +107,7 @@ func NewHub(cfg Config) *Hub {
 		cfg:       cfg,
 		epoch:     newEpoch(),
 		history:   make([]*Entry, cfg.History),
-		latest:    make(map[string]*list.Element),
-		byUpdate:  list.New(),
+		latest:    make(map[string]*Entry),
 		byProject: make(map[string]map[*Subscription]struct{}),
 		wildcard:  make(map[*Subscription]struct{}),
 		live:      make(map[*Subscription]struct{}),
@@ -135,17 +122,20 @@ func newEpoch() string {
 
 // Dispatch numbers ev, records it as its project's latest event and in the
 // history, and queues it for every subscription that selected its project,
-// once each. data is ev's envelope JSON. Events of one project must be
+// once each. data is ev's envelope JSON (canonical, as codec.FromMessage
+// returns it; anything else is re-encoded). Events of one project must be
 // dispatched in order (the router does); Dispatch itself never blocks on a
 // subscriber.
 func (h *Hub) Dispatch(ev domain.Event, data []byte) *Entry {
+	e := newEntry(ev, data) // outside the lock
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
 		return nil
 	}
 	h.seq++
-	e := &Entry{Seq: h.seq, ID: h.epoch + "-" + strconv.FormatUint(h.seq, 10), Event: ev, Data: data}
+	e.Seq = h.seq
+	e.ID = h.epoch + "-" + strconv.FormatUint(h.seq, 10)
 	h.history[(e.Seq-1)%uint64(len(h.history))] = e
 	h.rememberLocked(e)
 
@@ -165,21 +155,51 @@ func (h *Hub) Dispatch(ev domain.Event, data []byte) *Entry {
 
 func (h *Hub) rememberLocked(e *Entry) {
 	id := e.ProjectID()
-	if el, ok := h.latest[id]; ok {
-		el.Value = e
-		h.byUpdate.MoveToBack(el)
-		return
+	if _, ok := h.latest[id]; !ok {
+		h.idsGen++
 	}
-	h.latest[id] = h.byUpdate.PushBack(e)
-	if h.byUpdate.Len() > h.cfg.MaxProjects {
-		oldest := h.byUpdate.Front()
-		h.byUpdate.Remove(oldest)
-		delete(h.latest, oldest.Value.(*Entry).ProjectID())
+	h.latest[id] = e
+	h.order = append(h.order, orderSlot{seq: e.Seq, id: id})
+	if len(h.latest) > h.cfg.MaxProjects {
+		// Forget the project updated longest ago: the first live slot.
+		for i, slot := range h.order {
+			if h.liveSlotLocked(slot) {
+				delete(h.latest, slot.id)
+				h.idsGen++
+				h.order = h.order[i+1:]
+				break
+			}
+		}
+	}
+	if dead := len(h.order) - len(h.latest); dead > max(len(h.latest), 1024) {
+		h.compactLocked()
 	}
 }
 
-// pushLocked queues e for s, ending s when it cannot keep up.
+func (h *Hub) liveSlotLocked(slot orderSlot) bool {
+	e, ok := h.latest[slot.id]
+	return ok && e.Seq == slot.seq
+}
+
+// compactLocked drops the dead slots of order into a fresh array (so the
+// one it leaves, with its head cut off by evictions, is freed).
+func (h *Hub) compactLocked() {
+	kept := make([]orderSlot, 0, len(h.latest)+len(h.latest)/4+16)
+	for _, slot := range h.order {
+		if h.liveSlotLocked(slot) {
+			kept = append(kept, slot)
+		}
+	}
+	h.order = kept
+}
+
+// pushLocked queues e for s, parks s when its queue is full (if it may be
+// parked), or ends it when it cannot keep up.
 func (h *Hub) pushLocked(s *Subscription, e *Entry) int {
+	if s.park && s.queue.Full() {
+		h.parkLocked(s, e.Seq-1)
+		return 0
+	}
 	coalesced, err := s.queue.Push(e)
 	h.cfg.Metrics.Coalesced(coalesced)
 	if err != nil {
@@ -190,27 +210,80 @@ func (h *Hub) pushLocked(s *Subscription, e *Entry) int {
 	return 1
 }
 
+// parkLocked takes s out of the index: events are no longer queued for it,
+// and cost it nothing. When its consumer takes again, it gets its queue,
+// then the latest event of each of its projects updated after seq
+// (coalesced, in order), then live events again (see nextBacklogLocked).
+func (h *Hub) parkLocked(s *Subscription, seq uint64) {
+	for t := range s.topics {
+		h.unindexLocked(s, t)
+	}
+	s.mode, s.cursor = backlogLatest, seq
+	s.backlogActive.Store(true)
+	s.parked++
+	s.queue.Wake()
+}
+
 // Latest returns the latest event of a project, if the hub has seen one.
 func (h *Hub) Latest(projectID string) (*Entry, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	el, ok := h.latest[projectID]
-	if !ok {
-		return nil, false
-	}
-	return el.Value.(*Entry), true
+	e, ok := h.latest[projectID]
+	return e, ok
 }
 
 // LatestAll returns the latest event of every project the hub remembers,
-// least recently updated first.
+// least recently updated first. It copies the whole cache's pointers: for
+// a bounded walk use SortedIDs and LatestOf.
 func (h *Hub) LatestAll() []*Entry {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]*Entry, 0, h.byUpdate.Len())
-	for el := h.byUpdate.Front(); el != nil; el = el.Next() {
-		out = append(out, el.Value.(*Entry))
+	out := make([]*Entry, 0, len(h.latest))
+	for _, slot := range h.order {
+		if h.liveSlotLocked(slot) {
+			out = append(out, h.latest[slot.id])
+		}
 	}
 	return out
+}
+
+// SortedIDs returns the ids of the projects the hub remembers, sorted. The
+// slice is shared by every caller until the set of projects changes, and
+// must not be modified; it holds only the ids (which the entries share), so
+// walking the cache in id order costs one sorted list however many walk
+// it at a time.
+func (h *Hub) SortedIDs() []string {
+	h.mu.Lock()
+	if h.sortedIDs != nil && h.sortedGen == h.idsGen {
+		defer h.mu.Unlock()
+		return h.sortedIDs
+	}
+	gen := h.idsGen
+	ids := make([]string, 0, len(h.latest))
+	for id := range h.latest {
+		ids = append(ids, id)
+	}
+	h.mu.Unlock()
+	slices.Sort(ids) // outside the lock: 100,000 ids take milliseconds
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sortedIDs == nil || gen >= h.sortedGen {
+		h.sortedIDs, h.sortedGen = ids, gen
+	}
+	return ids
+}
+
+// LatestOf appends to dst the latest entry of each of ids the hub still
+// remembers, in the order of ids.
+func (h *Hub) LatestOf(dst []*Entry, ids []string) []*Entry {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, id := range ids {
+		if e, ok := h.latest[id]; ok {
+			dst = append(dst, e)
+		}
+	}
+	return dst
 }
 
 // Close ends every subscription with ErrClosed. Dispatch does nothing after
@@ -244,22 +317,59 @@ type SubscribeOptions struct {
 	// the snapshot instead (if Snapshot is set); Subscription.Resumed tells
 	// which happened.
 	LastEventID string
+	// BacklogBytes is about the most bytes of event data one Take returns
+	// from the backlog (at least one entry). Default 32 KiB.
+	BacklogBytes int
+	// ParkWhenFull lets the hub park the subscription when its queue is
+	// full, rather than coalesce the queue on every event and end the
+	// subscription when that fails. A parked subscription is out of the
+	// index and costs nothing per event; when its consumer takes again it
+	// gets its queue, then the latest event of each of its projects updated
+	// meanwhile, in order, then live events (see Take). Its consumer must
+	// bound how long it may stay away (the SSE gateway: its write
+	// deadline). Without it, a full queue coalesces and, failing that,
+	// ends the subscription (what an Inbox does).
+	ParkWhenFull bool
 }
 
-// Subscribe registers a subscription and computes its backlog (the snapshot
-// or the replay), atomically with respect to Dispatch: every event
-// dispatched after it returns is queued for it live, and no event is both
-// in the backlog and live.
+// backlogMode says where a subscription's backlog is read from.
+type backlogMode uint8
+
+const (
+	backlogNone    backlogMode = iota
+	backlogHistory             // every event after cursor, from the history (a replay)
+	backlogLatest              // the latest event of each project updated after cursor (a snapshot, a catch-up)
+)
+
+// maxBacklogEntries bounds the entries one Take returns from the backlog,
+// and maxBacklogScan the slots it examines under the hub's lock.
+const (
+	maxBacklogEntries = 1024
+	maxBacklogScan    = 4096
+)
+
+// Subscribe registers a subscription with its backlog (the snapshot or the
+// replay), atomically with respect to Dispatch: no event is both in the
+// backlog and live, and none falls between.
 //
-// The backlog is held apart from the bounded queue: it is a list of shared
-// entries, at most MaxProjects (a snapshot) or History (a replay) of them,
-// so a dashboard of more projects than QueueSize, or a resume across a
-// long gap, still gets everything. Take returns it first.
+// The backlog is not computed up front: it is a cursor (a sequence number)
+// that Take advances by a bounded chunk at a time, reading the latest-event
+// cache or the history as they are then. A subscriber that reads its
+// backlog slowly therefore holds one chunk, not a copy of the cache, and
+// pins no event the cache has since replaced. While its backlog lasts a
+// subscription is out of the index — events dispatched meanwhile reach it
+// through the backlog (a snapshot walks on to the newest event) — and it
+// joins the index atomically when Take reaches the end.
 func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 	s := &Subscription{
-		hub:    h,
-		topics: make(map[domain.Topic]struct{}),
-		done:   make(chan struct{}),
+		hub:          h,
+		topics:       make(map[domain.Topic]struct{}),
+		done:         make(chan struct{}),
+		backlogBytes: opts.BacklogBytes,
+		park:         opts.ParkWhenFull,
+	}
+	if s.backlogBytes <= 0 {
+		s.backlogBytes = 32 << 10
 	}
 	size := opts.QueueSize
 	if size <= 0 {
@@ -279,69 +389,138 @@ func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 		s.topics[t] = struct{}{}
 		s.wildcard = s.wildcard || t.IsWildcard()
 	}
-	var backlog []*Entry
 	if opts.LastEventID != "" {
-		backlog, s.resumed = h.replayLocked(s, opts.LastEventID)
+		if after, ok := h.resumableLocked(opts.LastEventID); ok {
+			s.resumed = true
+			s.mode, s.cursor = backlogHistory, after
+		}
 	}
 	if !s.resumed && opts.Snapshot {
-		backlog = h.snapshotLocked(s)
+		s.mode, s.cursor = backlogLatest, 0
 	}
-	if len(backlog) > 0 {
-		s.backlog.Store(&backlog)
-	}
-	for t := range s.topics {
-		h.indexLocked(s, t)
+	if s.mode != backlogNone && s.cursor < h.seq {
+		s.backlogActive.Store(true)
+	} else {
+		s.mode = backlogNone
+		for t := range s.topics {
+			h.indexLocked(s, t)
+		}
 	}
 	h.live[s] = struct{}{}
 	h.cfg.Metrics.SubscriptionsChanged(1)
 	return s, nil
 }
 
-// replayLocked returns the history after lastID that s selects, and whether
-// lastID could be resumed from.
-func (h *Hub) replayLocked(s *Subscription, lastID string) ([]*Entry, bool) {
+// resumableLocked parses lastID and reports the sequence number to replay
+// after, if the history still holds everything after it.
+func (h *Hub) resumableLocked(lastID string) (uint64, bool) {
 	epoch, seqText, ok := strings.Cut(lastID, "-")
 	if !ok || epoch != h.epoch {
-		return nil, false
+		return 0, false
 	}
 	after, err := strconv.ParseUint(seqText, 10, 64)
 	if err != nil || after > h.seq {
-		return nil, false
+		return 0, false
 	}
-	oldest := uint64(1)
-	if h.seq > uint64(len(h.history)) {
-		oldest = h.seq - uint64(len(h.history)) + 1
+	if after+1 < h.oldestLocked() {
+		return 0, false // the events right after lastID are gone
 	}
-	if after+1 < oldest {
-		return nil, false // the events right after lastID are gone
-	}
-	var out []*Entry
-	for seq := after + 1; seq <= h.seq; seq++ {
-		e := h.history[(seq-1)%uint64(len(h.history))]
-		if s.selectsLocked(e.ProjectID()) {
-			out = append(out, e)
-		}
-	}
-	return out, true
+	return after, true
 }
 
-func (h *Hub) snapshotLocked(s *Subscription) []*Entry {
-	if _, all := s.topics[domain.AllProjects]; all {
-		out := make([]*Entry, 0, h.byUpdate.Len())
-		for el := h.byUpdate.Front(); el != nil; el = el.Next() {
-			out = append(out, el.Value.(*Entry))
-		}
-		return out
+// oldestLocked returns the seq of the oldest event the history holds.
+func (h *Hub) oldestLocked() uint64 {
+	if h.seq > uint64(len(h.history)) {
+		return h.seq - uint64(len(h.history)) + 1
 	}
-	var out []*Entry
-	for t := range s.topics {
-		id, _ := t.ProjectID()
-		if el, ok := h.latest[id]; ok {
-			out = append(out, el.Value.(*Entry))
+	return 1
+}
+
+// nextBacklogLocked appends the next chunk of s's backlog to dst: about
+// s.backlogBytes of event data, at most maxBacklogEntries entries, after
+// examining at most maxBacklogScan slots. When it reaches the newest event
+// it puts s (back) into the index: from then on events are queued for it.
+func (h *Hub) nextBacklogLocked(s *Subscription, dst []*Entry) []*Entry {
+	if s.err != nil || s.mode == backlogNone {
+		return dst
+	}
+	if s.mode == backlogHistory && s.cursor+1 < h.oldestLocked() {
+		// The history moved on while the subscriber read its replay:
+		// continue with the latest event of each project since, which is
+		// the same state without the intermediate steps.
+		s.mode = backlogLatest
+	}
+	var bytes int
+	switch {
+	case s.mode == backlogHistory:
+		for scanned := 0; s.cursor < h.seq && scanned < maxBacklogScan; scanned++ {
+			if bytes >= s.backlogBytes || len(dst) >= maxBacklogEntries {
+				return dst
+			}
+			e := h.history[s.cursor%uint64(len(h.history))] // seq cursor+1
+			s.cursor++
+			if s.selectsLocked(e.ProjectID()) {
+				dst = append(dst, e)
+				bytes += len(e.Data)
+			}
+		}
+	case !s.wildcard && len(s.topics) <= maxBacklogEntries:
+		// A few projects: look each up rather than walk the whole cache.
+		start := len(dst)
+		for t := range s.topics {
+			id, _ := t.ProjectID()
+			if e, ok := h.latest[id]; ok && e.Seq > s.cursor {
+				dst = append(dst, e)
+			}
+		}
+		found := dst[start:]
+		slices.SortFunc(found, func(a, b *Entry) int { return compareSeq(a.Seq, b.Seq) })
+		for i, e := range found {
+			if i > 0 && bytes >= s.backlogBytes {
+				clear(found[i:])
+				dst = dst[:start+i]
+				s.cursor = found[i-1].Seq
+				return dst
+			}
+			bytes += len(e.Data)
+		}
+		s.cursor = h.seq
+	default:
+		i := sort.Search(len(h.order), func(i int) bool { return h.order[i].seq > s.cursor })
+		for scanned := 0; i < len(h.order) && scanned < maxBacklogScan; i, scanned = i+1, scanned+1 {
+			if bytes >= s.backlogBytes || len(dst) >= maxBacklogEntries {
+				return dst
+			}
+			slot := h.order[i]
+			s.cursor = slot.seq
+			if h.liveSlotLocked(slot) && s.selectsLocked(slot.id) {
+				e := h.latest[slot.id]
+				dst = append(dst, e)
+				bytes += len(e.Data)
+			}
+		}
+		if i == len(h.order) {
+			s.cursor = h.seq
 		}
 	}
-	slices.SortFunc(out, func(a, b *Entry) int { return cmp.Compare(a.Seq, b.Seq) })
-	return out
+	if s.cursor >= h.seq {
+		s.mode = backlogNone
+		s.backlogActive.Store(false)
+		for t := range s.topics {
+			h.indexLocked(s, t)
+		}
+	}
+	return dst
+}
+
+func compareSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 func (h *Hub) indexLocked(s *Subscription, t domain.Topic) {
@@ -383,6 +562,7 @@ func (h *Hub) endLocked(s *Subscription, err error) {
 	}
 	delete(h.live, s)
 	s.err = err
+	s.mode = backlogNone
 	close(s.done)
 	h.cfg.Metrics.SubscriptionsChanged(-1)
 }

@@ -79,7 +79,7 @@ func splitSpec(t testing.TB, s string) (string, int) {
 func names(entries []*fanout.Entry) string {
 	parts := make([]string, len(entries))
 	for i, e := range entries {
-		parts[i] = strings.Replace(e.Event.Project.Name, "/", "", 1)
+		parts[i] = strings.Replace(e.Event().Project.Name, "/", "", 1)
 	}
 	return strings.Join(parts, " ")
 }
@@ -98,7 +98,19 @@ func topics(ts ...domain.Topic) fanout.SubscribeOptions {
 
 func pt(id string) domain.Topic { return domain.ProjectTopic(id) }
 
-func take(s *fanout.Subscription) string { return names(s.Take(nil)) }
+// take takes everything the subscription has for now: its backlog, which
+// comes a chunk at a time, and its queue.
+func take(s *fanout.Subscription) string { return names(takeAll(s)) }
+
+func takeAll(s *fanout.Subscription) []*fanout.Entry {
+	var got []*fanout.Entry
+	for {
+		got = s.Take(got)
+		if !s.InBacklog() {
+			return s.Take(got)
+		}
+	}
+}
 
 func isDone(s *fanout.Subscription) bool {
 	select {
@@ -127,7 +139,7 @@ func TestDispatchNumbersEntries(t *testing.T) {
 		assert.False(t, ids[e.ID], "id %q repeated", e.ID)
 		ids[e.ID] = true
 	}
-	assert.Equal(t, ev, first.Event)
+	assert.Equal(t, ev, first.Event())
 	assert.Equal(t, data, first.Data)
 	assert.Equal(t, "a", first.ProjectID())
 	assert.Equal(t, "b", rest[0].ProjectID())
@@ -192,7 +204,7 @@ func TestLatestErrorEventIsKept(t *testing.T) {
 	h.Dispatch(ev, nil)
 	got, ok := h.Latest("a")
 	require.True(t, ok)
-	assert.Equal(t, ev, got.Event)
+	assert.Equal(t, ev, got.Event())
 }
 
 func TestMaxProjectsForgetsLeastRecentlyUpdated(t *testing.T) {
@@ -236,13 +248,13 @@ func TestSnapshot(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := subscribe(t, h, fanout.SubscribeOptions{Topics: tt.topics, Snapshot: true})
-			got := s.Take(nil)
+			got := takeAll(s)
 			assert.Equal(t, tt.want, names(got))
 			assert.False(t, s.Resumed())
 			for _, e := range got {
 				if e.ProjectID() == "b" {
-					assert.Equal(t, domain.EventProjectError, e.Event.Type, "the snapshot keeps the error event")
-					assert.Equal(t, "Mix deps.get failed", e.Event.Error)
+					assert.Equal(t, domain.EventProjectError, e.Type(), "the snapshot keeps the error event")
+					assert.Equal(t, "Mix deps.get failed", e.Event().Error)
 				}
 			}
 		})
@@ -260,7 +272,52 @@ func TestSnapshotThenLive(t *testing.T) {
 		t.Fatal("a queued snapshot makes the subscription ready")
 	}
 	dispatch(t, h, "b2 a2")
-	assert.Equal(t, "a1 a2", take(s))
+	assert.Equal(t, "a2", take(s), "the snapshot is read when taken: a2 replaced a1 meanwhile, and comes once")
+
+	s = subscribe(t, h, fanout.SubscribeOptions{Topics: []domain.Topic{pt("a")}, Snapshot: true})
+	assert.Equal(t, "a2", take(s))
+	dispatch(t, h, "b3 a3")
+	assert.Equal(t, "a3", take(s), "then live")
+}
+
+// A snapshot is read from the cache a chunk at a time, as the subscriber
+// takes it, in seq order, whatever happens to the cache meanwhile: each
+// project comes once, with its latest event as of when the walk reaches it,
+// and nothing between the snapshot and live events is missed or repeated.
+func TestSnapshotIsWalkedLazilyByChunks(t *testing.T) {
+	h := fanout.NewHub(fanout.Config{MaxProjects: 1000})
+	defer h.Close()
+	var spec []string
+	for i := range 100 {
+		spec = append(spec, fmt.Sprintf("p%03d:1", i))
+	}
+	dispatch(t, h, strings.Join(spec, " "))
+	s := subscribe(t, h, fanout.SubscribeOptions{Topics: []domain.Topic{domain.AllProjects}, Snapshot: true, BacklogBytes: 1})
+	var got []*fanout.Entry
+	for i := 0; s.InBacklog(); i++ {
+		chunk := s.Take(nil)
+		require.LessOrEqual(t, len(chunk), 1, "one entry per chunk of 1 byte")
+		got = append(got, chunk...)
+		if i == 10 {
+			// Meanwhile: p000 (already sent) and p050 (not yet) are
+			// updated, p099 too, and a new project arrives.
+			dispatch(t, h, "p000:2 p050:2 p099:2 new:1")
+		}
+	}
+	dispatch(t, h, "p001:3")
+	got = append(got, s.Take(nil)...)
+	seen := map[string]int{}
+	var last uint64
+	for _, e := range got {
+		require.Greater(t, e.Seq, last, "in seq order")
+		last = e.Seq
+		seen[e.ProjectID()]++
+	}
+	assert.Equal(t, 2, seen["p000"], "sent in the snapshot, then its update")
+	assert.Equal(t, 1, seen["p050"], "its update, once (the walk had not reached it)")
+	assert.Equal(t, 1, seen["new"])
+	assert.Equal(t, 2, seen["p001"], "then live")
+	assert.Len(t, seen, 101)
 }
 
 func TestWithoutSnapshotOnlyLive(t *testing.T) {
@@ -308,7 +365,7 @@ func TestResumeThenLive(t *testing.T) {
 	entries := dispatch(t, h, "a1 a2")
 	s := subscribe(t, h, fanout.SubscribeOptions{Topics: []domain.Topic{pt("a")}, LastEventID: entries[0].ID})
 	dispatch(t, h, "a3")
-	got := s.Take(nil)
+	got := takeAll(s)
 	assert.Equal(t, "a2 a3", names(got))
 	assert.Equal(t, []uint64{2, 3}, []uint64{got[0].Seq, got[1].Seq})
 }
@@ -397,7 +454,7 @@ func TestBacklogLargerThanQueue(t *testing.T) {
 	s := subscribe(t, h, fanout.SubscribeOptions{
 		Topics: []domain.Topic{domain.AllProjects}, Snapshot: true, QueueSize: 3,
 	})
-	assert.Equal(t, 5, s.Pending())
+	assert.True(t, s.InBacklog())
 	select {
 	case <-s.Ready():
 	default:
@@ -470,7 +527,7 @@ func TestSlowSubscriberCoalesces(t *testing.T) {
 	dispatch(t, h, strings.Join(spec, " "))
 
 	require.False(t, isDone(s), "few projects always fit after coalescing")
-	got := s.Take(nil)
+	got := takeAll(s)
 	require.LessOrEqual(t, len(got), 8)
 	assert.Equal(t, "a100 b100 c100", names(got[len(got)-3:]), "the latest of each project survives")
 	last := map[string]uint64{}
@@ -606,7 +663,7 @@ func TestSubscribeIsAtomicWithDispatch(t *testing.T) {
 	}
 	wg.Wait()
 	for _, s := range subs {
-		got := s.Take(nil)
+		got := takeAll(s)
 		require.NotEmpty(t, got)
 		for i := 1; i < len(got); i++ {
 			require.Equal(t, got[i-1].Seq+1, got[i].Seq, "gap or repeat at the seam")
@@ -687,4 +744,39 @@ func TestMetrics(t *testing.T) {
 	assert.Equal(t, 1, m.subs)
 	h.Close()
 	assert.Equal(t, 0, m.subs, "every subscription is gone after Hub.Close")
+}
+
+// A subscription with ParkWhenFull whose queue is full is parked: out of the
+// index, it costs nothing per event; when its consumer takes again it gets
+// its queue, then the latest event of each project updated meanwhile, in
+// order, then live events.
+func TestFullQueueParksAndCatchesUp(t *testing.T) {
+	h := fanout.NewHub(fanout.Config{})
+	defer h.Close()
+	s := subscribe(t, h, fanout.SubscribeOptions{Topics: []domain.Topic{domain.AllProjects}, QueueSize: 3, ParkWhenFull: true})
+	dispatch(t, h, "a1 b1 c1")
+	assert.Zero(t, s.Parked())
+	dispatch(t, h, "a2 d1 a3 b2")
+	assert.Equal(t, 1, s.Parked(), "the fourth event parked it")
+	assert.False(t, isDone(s), "parked, not ended")
+	assert.Equal(t, "a1 b1 c1", names(s.Take(nil)), "its queue first")
+	assert.Equal(t, "d1 a3 b2", take(s), "then the latest of each project updated since, in order")
+	dispatch(t, h, "c2")
+	assert.Equal(t, "c2", take(s), "then live")
+}
+
+// SortedIDs lists the cached projects by id, shared until the set of
+// projects changes; LatestOf looks a group of them up.
+func TestSortedIDsAndLatestOf(t *testing.T) {
+	h := fanout.NewHub(fanout.Config{MaxProjects: 3})
+	defer h.Close()
+	assert.Empty(t, h.SortedIDs())
+	dispatch(t, h, "c1 a1 b1")
+	ids := h.SortedIDs()
+	assert.Equal(t, []string{"a", "b", "c"}, ids)
+	dispatch(t, h, "a2")
+	assert.Same(t, &ids[0], &h.SortedIDs()[0], "an update does not change the set: the same list")
+	dispatch(t, h, "d1") // forgets c, the least recently updated
+	assert.Equal(t, []string{"a", "b", "d"}, h.SortedIDs())
+	assert.Equal(t, "a2 d1", names(h.LatestOf(nil, []string{"a", "c", "d"})), "c is forgotten")
 }

@@ -100,9 +100,14 @@ func (in *Inbox) deliverAll(entries []*Entry) bool {
 // waits for the reader or for Close, nothing else: an event in hand is
 // delivered even if the hub closes meanwhile.
 func (in *Inbox) deliver(e *Entry) bool {
+	var ev domain.Event
+	decoded := false
 	for in.sub.Selects(e.ProjectID()) {
+		if !decoded { // entries keep only the JSON: decode once per delivery
+			ev, decoded = e.Event(), true
+		}
 		select {
-		case in.events <- e.Event:
+		case in.events <- ev:
 			return true
 		case <-in.changed:
 			// Re-check: an unsubscribe may have removed e's topic.

@@ -1,7 +1,6 @@
 package fanout
 
 import (
-	"slices"
 	"sync/atomic"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/coalesce"
@@ -17,14 +16,20 @@ type Subscription struct {
 	queue   *coalesce.Queue[*Entry]
 	done    chan struct{}
 	resumed bool
-	// backlog is the snapshot or replay computed by Subscribe, until Take
-	// takes it. It is not bounded by the queue (see Hub.Subscribe).
-	backlog atomic.Pointer[[]*Entry]
+	// backlogActive is set while the subscription reads a backlog (a
+	// snapshot, a replay, a catch-up after being parked) rather than its
+	// queue; it is out of the index meanwhile.
+	backlogActive atomic.Bool
+	backlogBytes  int
+	park          bool // SubscribeOptions.ParkWhenFull
 
 	// Guarded by hub.mu.
 	topics   map[domain.Topic]struct{}
 	wildcard bool
 	err      error
+	mode     backlogMode
+	cursor   uint64 // the backlog continues after this seq
+	parked   int    // times parked
 }
 
 func newEntryQueue(size int) *coalesce.Queue[*Entry] {
@@ -35,12 +40,12 @@ func newEntryQueue(size int) *coalesce.Queue[*Entry] {
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Ready returns a channel that has a value when entries may be queued: at
-// once while the backlog (snapshot or replay) has not been taken, then
-// whenever live entries arrive. Call it afresh for every wait (as a select
+// once while a backlog (snapshot, replay or catch-up) lasts, then whenever
+// live entries arrive. Call it afresh for every wait (as a select
 // case does) and Take after each receive; a receive may find nothing to
 // take, so consumers loop.
 func (s *Subscription) Ready() <-chan struct{} {
-	if s.backlog.Load() != nil {
+	if s.backlogActive.Load() {
 		return closedChan
 	}
 	return s.queue.Ready()
@@ -61,27 +66,40 @@ func (s *Subscription) Err() error {
 // SubscribeOptions.LastEventID (rather than given a snapshot or nothing).
 func (s *Subscription) Resumed() bool { return s.resumed }
 
-// Take appends the backlog, the first time, and then every queued entry to
-// dst, in order, and returns it.
+// Take appends the next entries to deliver to dst, in order, and returns
+// it: the queued entries if there are any; otherwise, while a backlog lasts,
+// its next chunk (about SubscribeOptions.BacklogBytes of event data). It
+// may return nothing while the backlog lasts (the chunk it examined had
+// nothing selected): consumers loop on Ready.
 func (s *Subscription) Take(dst []*Entry) []*Entry { return s.take(dst, 0) }
 
-// take is Take with at most max queued entries (all when max <= 0); the
-// backlog always comes whole.
+// take is Take with at most max queued entries (all when max <= 0).
 func (s *Subscription) take(dst []*Entry, max int) []*Entry {
-	if b := s.backlog.Swap(nil); b != nil {
-		dst = append(dst, *b...)
+	if s.queue.Len() > 0 || !s.backlogActive.Load() {
+		return s.queue.Take(dst, max)
 	}
-	return s.queue.Take(dst, max)
+	// The queue is empty and stays so until the backlog ends (the
+	// subscription is out of the index meanwhile).
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	return s.hub.nextBacklogLocked(s, dst)
 }
 
-// Pending returns the number of entries waiting to be taken.
-func (s *Subscription) Pending() int {
-	n := s.queue.Len()
-	if b := s.backlog.Load(); b != nil {
-		n += len(*b)
-	}
-	return n
+// InBacklog reports whether the subscription is still reading a backlog
+// (a snapshot, a replay, or the catch-up after it was parked) rather than
+// live events.
+func (s *Subscription) InBacklog() bool { return s.backlogActive.Load() }
+
+// Parked returns how many times the hub has parked the subscription.
+func (s *Subscription) Parked() int {
+	s.hub.mu.Lock()
+	defer s.hub.mu.Unlock()
+	return s.parked
 }
+
+// Pending returns the number of queued entries waiting to be taken (a
+// backlog, read lazily, is not counted).
+func (s *Subscription) Pending() int { return s.queue.Len() }
 
 // Add selects one more topic. Adding a selected topic does nothing.
 func (s *Subscription) Add(t domain.Topic) error {
@@ -98,12 +116,14 @@ func (s *Subscription) Add(t domain.Topic) error {
 		return nil
 	}
 	s.topics[t] = struct{}{}
-	h.indexLocked(s, t)
+	if s.mode == backlogNone { // while a backlog lasts, it joins the index at its end
+		h.indexLocked(s, t)
+	}
 	return nil
 }
 
-// Remove stops selecting t and drops the queued entries (backlog included)
-// that no longer match any selected topic. Removing a topic that is not selected does
+// Remove stops selecting t and drops the queued entries that no longer
+// match any selected topic (a backlog, read lazily, skips them too). Removing a topic that is not selected does
 // nothing.
 func (s *Subscription) Remove(t domain.Topic) {
 	h := s.hub
@@ -119,12 +139,7 @@ func (s *Subscription) Remove(t domain.Topic) {
 	if t.IsWildcard() {
 		s.wildcard = false
 	}
-	keep := func(e *Entry) bool { return s.selectsLocked(e.ProjectID()) }
-	s.queue.Filter(keep)
-	if b := s.backlog.Load(); b != nil {
-		kept := slices.DeleteFunc(slices.Clone(*b), func(e *Entry) bool { return !keep(e) })
-		s.backlog.CompareAndSwap(b, &kept) // fails only if Take took it meanwhile
-	}
+	s.queue.Filter(func(e *Entry) bool { return s.selectsLocked(e.ProjectID()) })
 }
 
 // Selects reports whether an event of projectID matches a selected topic.

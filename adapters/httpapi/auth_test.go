@@ -247,7 +247,7 @@ func TestStreamsNeedGrantsForEverySelector(t *testing.T) {
 		require.NoError(t, g.bus.BroadcastProjectUpdate(project("A", i)))
 		require.NoError(t, g.bus.BroadcastProjectUpdate(project("B", i)))
 	}
-	require.Eventually(t, func() bool { e, ok := g.bus.Latest("B"); return ok && e.Event.Project.Name == "app-2" }, waitFor, time.Millisecond)
+	require.Eventually(t, func() bool { e, ok := g.bus.Latest("B"); return ok && e.Event().Project.Name == "app-2" }, waitFor, time.Millisecond)
 	s := g.openStream(t, "/events?topic=projects:A", bearer(onlyA))
 	first := s.next()
 	assert.Contains(t, first.Data, `"id":"A"`)

@@ -354,6 +354,6 @@ func settleHub(t *testing.T, bus *pubsub.Bus, id string, st domain.Status) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		e, ok := bus.Latest(id)
-		return ok && e.Event.Project.Status == st
+		return ok && e.Event().Project.Status == st
 	}, waitFor, time.Millisecond)
 }

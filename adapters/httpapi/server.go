@@ -9,9 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +45,20 @@ type Config struct {
 	MaxTopics int
 	// MaxBodyBytes bounds the body of POST /events. Default 64 KiB.
 	MaxBodyBytes int64
+	// MaxListings bounds concurrent GET /projects responses; the next one
+	// gets 503 with Retry-After. Default 4.
+	MaxListings int
+	// MinRate is the slowest average rate, in bytes per second, at
+	// which a client must take a stream's backlog (snapshot, replay,
+	// catch-up) or a GET /projects body, after a first WriteTimeout: a
+	// client that falls behind it is ended (a stream resumes later).
+	// Default 64 KiB/s; negative: no minimum.
+	MinRate int
+	// StreamSendBuffer is the socket send buffer of a stream's connection
+	// (the kernel doubles it for its bookkeeping), when the http.Server's
+	// ConnContext is Server.ConnContext. Default 64 KiB; negative: the
+	// kernel's autotuning (up to megabytes per connection).
+	StreamSendBuffer int
 	// Metrics counts streams; nil counts nothing.
 	Metrics *metrics.Metrics
 	// Gatherer serves GET /metrics; nil serves the default registry.
@@ -122,6 +134,15 @@ func (c *Config) setDefaults() {
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 64 << 10
 	}
+	if c.MaxListings <= 0 {
+		c.MaxListings = 4
+	}
+	if c.MinRate == 0 {
+		c.MinRate = 64 << 10
+	}
+	if c.StreamSendBuffer == 0 {
+		c.StreamSendBuffer = 64 << 10
+	}
 	if c.Gatherer == nil {
 		c.Gatherer = prometheus.DefaultGatherer
 	}
@@ -152,7 +173,8 @@ type Server struct {
 	handler   http.Handler
 	retryLine []byte // "retry: <ms>\n\n", the start of every stream
 
-	streams atomic.Int64 // open streams, for MaxClients
+	streams  atomic.Int64  // open streams, for MaxClients
+	listings chan struct{} // one token per GET /projects being served, for MaxListings
 	// closing is done once CloseStreams was called.
 	closing      context.Context
 	closeStreams context.CancelFunc
@@ -170,8 +192,11 @@ type Bus interface {
 	Subscribe(opts fanout.SubscribeOptions) (*fanout.Subscription, error)
 	// Latest returns the latest event of a project.
 	Latest(projectID string) (*fanout.Entry, bool)
-	// LatestAll returns the latest event of every project remembered.
-	LatestAll() []*fanout.Entry
+	// SortedIDs returns the ids of every project remembered, sorted
+	// (shared; not to be modified).
+	SortedIDs() []string
+	// LatestOf appends the latest event of each of ids still remembered.
+	LatestOf(dst []*fanout.Entry, ids []string) []*fanout.Entry
 }
 
 // New returns the HTTP API on bus.
@@ -185,6 +210,7 @@ func New(cfg Config, bus Bus, logger *slog.Logger) *Server {
 		bus:       bus,
 		log:       logger,
 		retryLine: []byte("retry: " + strconv.FormatInt(cfg.Retry.Milliseconds(), 10) + "\n\n"),
+		listings:  make(chan struct{}, cfg.MaxListings),
 	}
 	s.closing, s.closeStreams = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
@@ -267,29 +293,17 @@ func (s *Server) postEvent(w http.ResponseWriter, r *http.Request) {
 	default:
 		err = s.bus.BroadcastProjectUpdate(ev.Project)
 	}
+	if errors.Is(err, domain.ErrBroadcasterClosed) {
+		// Shutting down: the event would be lost. Never a 202 for it.
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "not accepting events: "+err.Error())
+		return
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusAccepted, acceptedBody{Topic: ev.Topic().String()})
-}
-
-func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Projects != nil {
-		s.listStoredProjects(w, r)
-		return
-	}
-	entries := s.bus.LatestAll()
-	projects := make([]domain.Project, 0, len(entries))
-	readable := s.access(r).Subscribe
-	for _, e := range entries {
-		if !readable.CoversProject(e.Event.Project.ID) {
-			continue // only the projects the token may read
-		}
-		projects = append(projects, e.Event.Project)
-	}
-	slices.SortFunc(projects, func(a, b domain.Project) int { return strings.Compare(a.ID, b.ID) })
-	writeJSON(w, http.StatusOK, projects)
 }
 
 func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
@@ -311,7 +325,11 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no project "+id+" has been broadcast")
 		return
 	}
-	writeJSON(w, http.StatusOK, e.Event.Project)
+	body := e.ProjectJSON() // the record as cached, not decoded and re-encoded
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(append(body[:len(body):len(body)], '\n'))
 }
 
 type statusBody struct {

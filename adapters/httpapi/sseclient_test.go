@@ -109,7 +109,7 @@ func (g *sseGateway) settle(t testing.TB, id string, n int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		e, ok := g.bus.Latest(id)
-		return ok && e.Event.Project.Name == versioned(id, n).Name
+		return ok && e.Event().Project.Name == versioned(id, n).Name
 	}, waitFor, time.Millisecond, "version %d of %s was not dispatched", n, id)
 }
 

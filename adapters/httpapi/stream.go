@@ -91,10 +91,12 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	defer s.streams.Add(-1)
 
 	sub, err := s.bus.Subscribe(fanout.SubscribeOptions{
-		Topics:      topics,
-		QueueSize:   s.cfg.QueueSize,
-		Snapshot:    snapshot,
-		LastEventID: lastID,
+		Topics:       topics,
+		QueueSize:    s.cfg.QueueSize,
+		Snapshot:     snapshot,
+		LastEventID:  lastID,
+		BacklogBytes: writeChunk,
+		ParkWhenFull: true,
 	})
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
@@ -117,48 +119,70 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 		// distinguishable from a cut one. HTTP/2 forbids the header.)
 		h.Set("Connection", "close")
 	}
+	s.limitSendBuffer(r.Context())
 	w.WriteHeader(http.StatusOK)
 
 	st := &sseWriter{rc: http.NewResponseController(w), w: w, timeout: s.cfg.WriteTimeout}
 	stopCut := context.AfterFunc(s.closing, st.cut)
 	defer stopCut()
 	defer st.finish()
-	// The first write carries the retry hint and the whole backlog
-	// (snapshot or replay), as far as writeChunk allows.
+	// The first write carries the retry hint and the first chunk of the
+	// backlog (snapshot or replay). The backlog is read from the hub a
+	// chunk (writeChunk bytes) at a time as the client takes it, so a slow
+	// client holds one chunk, not the whole snapshot.
+	var clock backlogClock
 	batch := sub.Take(nil)
-	if err := st.write(s.retryLine, batch); err != nil {
+	n, err := st.write(s.retryLine, batch)
+	if err != nil {
 		return
 	}
+	clock.observe(sub.InBacklog(), n)
 	clear(batch)
 
 	heartbeat := time.NewTimer(s.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	for {
+		// Before every chunk: a stream the hub ended (too slow, or closed),
+		// or the server is closing, stops here and ends cleanly, even in
+		// the middle of its backlog.
+		select {
+		case <-sub.Done():
+			s.endedByHub(r, sub)
+			return
+		case <-s.closing.Done():
+			return
+		case <-r.Context().Done():
+			return
+		default:
+		}
+		if clock.spent(s.cfg.WriteTimeout, s.cfg.MinRate) {
+			s.cfg.Metrics.SubscriberDropped()
+			s.log.Info("ending a stream that takes its backlog too slowly; it will resume", "remote", r.RemoteAddr,
+				"sent", clock.sent, "elapsed", time.Since(clock.start).Round(time.Millisecond))
+			return
+		}
 		select {
 		case <-sub.Ready():
 			batch = sub.Take(batch[:0])
 			if len(batch) == 0 {
-				continue // a spurious wake-up: keep the heartbeat timer running
+				continue // a spurious wake-up, or a backlog chunk with nothing selected
 			}
-			if err := st.write(nil, batch); err != nil {
+			n, err := st.write(nil, batch)
+			if err != nil {
 				s.log.Debug("stream write failed; the client will resume", "error", err, "remote", r.RemoteAddr)
 				return
 			}
+			clock.observe(sub.InBacklog(), n)
 			clear(batch)
 			if cap(batch) > maxKeptBatch {
 				batch = nil // a burst is over: do not keep its array per idle stream
 			}
 		case <-heartbeat.C:
-			if err := st.write(heartbeatLine, nil); err != nil {
+			if _, err := st.write(heartbeatLine, nil); err != nil {
 				return
 			}
 		case <-sub.Done():
-			// Too slow (fanout.ErrSlowSubscriber) or the hub closed: end
-			// the stream; EventSource reconnects and resumes from its
-			// last id.
-			if errors.Is(sub.Err(), fanout.ErrSlowSubscriber) {
-				s.log.Info("ending a stream that fell behind; it will resume", "remote", r.RemoteAddr)
-			}
+			s.endedByHub(r, sub)
 			return
 		case <-r.Context().Done():
 			return
@@ -169,26 +193,61 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	}
 }
 
+// endedByHub logs why the hub ended a stream's subscription.
+func (s *Server) endedByHub(r *http.Request, sub *fanout.Subscription) {
+	// Too slow (fanout.ErrSlowSubscriber) or the hub closed: end the
+	// stream; EventSource reconnects and resumes from its last id.
+	if errors.Is(sub.Err(), fanout.ErrSlowSubscriber) {
+		s.log.Info("ending a stream that fell behind; it will resume", "remote", r.RemoteAddr)
+	}
+}
+
+// backlogClock measures how fast a stream takes its backlog: from the first
+// chunk of a backlog (snapshot, replay, catch-up after being parked) to the
+// chunk that ends it.
+type backlogClock struct {
+	start time.Time
+	sent  int
+}
+
+// observe records n bytes written; inBacklog says whether the stream is
+// still in a backlog after them.
+func (c *backlogClock) observe(inBacklog bool, n int) {
+	if !inBacklog {
+		c.start, c.sent = time.Time{}, 0
+		return
+	}
+	if c.start.IsZero() {
+		c.start = time.Now()
+	}
+	c.sent += n
+}
+
+// spent reports whether the backlog in progress is behind its budget:
+// grace, plus its bytes at minRate.
+func (c *backlogClock) spent(grace time.Duration, minRate int) bool {
+	return budgetSpent(c.start, c.sent, grace, minRate)
+}
+
 // heartbeatLine is the SSE comment an idle stream gets every Heartbeat.
 var heartbeatLine = []byte(": heartbeat\n\n")
 
 // maxKeptBatch is the largest batch array a stream keeps between writes.
 const maxKeptBatch = 256
 
-// sseHead renders the fields of an entry's Server-Sent Events frame that
-// come before its data: "id: <id>\nevent: <type>\ndata: ". The data is
-// the envelope JSON that the codec encoded once for everyone (one line by
-// construction: encoding/json escapes control characters), and a blank
-// line ends the frame. Only the head is kept per entry (see
-// fanout.Entry.Frame), about 45 bytes, rather than a second copy of the
-// envelope for every event in the history.
-func sseHead(e *fanout.Entry) []byte {
-	b := make([]byte, 0, len("id: \nevent: \ndata: ")+len(e.ID)+len(e.Event.Type))
-	b = append(b, "id: "...)
-	b = append(b, e.ID...)
-	b = append(b, "\nevent: "...)
-	b = append(b, e.Event.Type...)
-	return append(b, "\ndata: "...)
+// appendHead appends the fields of an entry's Server-Sent Events frame
+// that come before its data: "id: <id>\nevent: <type>\ndata: ". The data
+// is the envelope JSON that the codec encoded once for everyone (one line by
+// construction: encoding/json escapes control characters), and a blank line
+// ends the frame. The head, about 45 bytes, is written into each stream's
+// buffer as it copies the data, rather than kept per entry (that was 90
+// bytes more for every event in the cache and the history).
+func appendHead(buf *bytes.Buffer, e *fanout.Entry) {
+	buf.WriteString("id: ")
+	buf.WriteString(e.ID)
+	buf.WriteString("\nevent: ")
+	buf.WriteString(string(e.Type()))
+	buf.WriteString("\ndata: ")
 }
 
 // bufPool holds the buffers streams gather frames in. A stream borrows one
@@ -213,10 +272,11 @@ const endGrace = time.Second
 
 // write sends prefix and the frames of entries in as few writes as
 // writeChunk allows: every event queued for a client since its last write
-// goes out together. Nothing is encoded per client: the envelope JSON and
-// the frame head are built once per event and shared by all streams; a
-// stream only copies them into its write buffer.
-func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) error {
+// goes out together. Nothing is encoded per client: the envelope JSON is
+// encoded once per event and shared by all streams; a stream only copies
+// it, behind the frame head, into its write buffer. It returns the bytes
+// written.
+func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) (int, error) {
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer func() {
 		if buf.Cap() <= 2*writeChunk {
@@ -225,21 +285,26 @@ func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) error {
 		}
 	}()
 	buf.Write(prefix)
+	sent := 0
 	for _, e := range entries {
-		buf.Write(e.Frame(sseHead))
+		appendHead(buf, e)
 		buf.Write(e.Data)
 		buf.WriteString("\n\n")
 		if buf.Len() >= writeChunk {
 			if err := st.send(buf.Bytes()); err != nil {
-				return err
+				return sent, err
 			}
+			sent += buf.Len()
 			buf.Reset()
 		}
 	}
 	if buf.Len() == 0 {
-		return nil
+		return sent, nil
 	}
-	return st.send(buf.Bytes())
+	if err := st.send(buf.Bytes()); err != nil {
+		return sent, err
+	}
+	return sent + buf.Len(), nil
 }
 
 // send writes p to the client and flushes it through, within the write

@@ -242,7 +242,9 @@ func (b *Bus) handle(msg *message.Message) error {
 }
 
 // BroadcastProjectUpdate queues {"event":"project_updated","project":p}
-// (broadcast_project_update/1). See domain.StatusBroadcaster.
+// (broadcast_project_update/1). See domain.StatusBroadcaster. After Close
+// it broadcasts nothing and returns an error wrapping
+// domain.ErrBroadcasterClosed.
 func (b *Bus) BroadcastProjectUpdate(p domain.Project) error {
 	ev, err := domain.NewProjectUpdated(p)
 	if err != nil {
@@ -286,6 +288,16 @@ func (b *Bus) Latest(projectID string) (*fanout.Entry, bool) { return b.hub.Late
 // LatestAll returns the latest event of every project this Bus remembers,
 // least recently updated first.
 func (b *Bus) LatestAll() []*fanout.Entry { return b.hub.LatestAll() }
+
+// SortedIDs returns the ids of the projects this Bus remembers, sorted;
+// see fanout.Hub.SortedIDs.
+func (b *Bus) SortedIDs() []string { return b.hub.SortedIDs() }
+
+// LatestOf appends the latest event of each of ids this Bus remembers; see
+// fanout.Hub.LatestOf.
+func (b *Bus) LatestOf(dst []*fanout.Entry, ids []string) []*fanout.Entry {
+	return b.hub.LatestOf(dst, ids)
+}
 
 // OutboxDepth returns the number of events waiting to be published.
 func (b *Bus) OutboxDepth() int { return b.outbox.depth() }

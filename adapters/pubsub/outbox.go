@@ -63,7 +63,8 @@ func newOutbox(cfg Config, pub message.Publisher, gate <-chan struct{}, log *slo
 	return o
 }
 
-// enqueue validates and queues ev. Only invalid input is an error.
+// enqueue validates and queues ev. Only invalid input, and a closed outbox
+// (domain.ErrBroadcasterClosed), are errors.
 func (o *outbox) enqueue(ev domain.Event) error {
 	msg, err := codec.NewMessage(ev)
 	if err != nil {
@@ -95,9 +96,10 @@ func (o *outbox) enqueue(ev domain.Event) error {
 	}
 	defer o.mu.Unlock()
 	if o.closed {
+		// Said to the caller, not logged: it decides (POST /events
+		// answers 503).
 		o.metrics.Dropped("closed", 1)
-		o.log.Error("broadcast after close: event dropped", "project_id", ev.Project.ID, "event", ev.Type)
-		return nil
+		return fmt.Errorf("pubsub: %s of project %q not broadcast: %w", ev.Type, ev.Project.ID, domain.ErrBroadcasterClosed)
 	}
 	coalesced, err := o.queue.Push(msg)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
+	"github.com/statusbroadcaster/statusbroadcaster/domain"
 	"github.com/statusbroadcaster/statusbroadcaster/ports"
 )
 
@@ -238,7 +239,12 @@ func TestCloseFlushesTheOutbox(t *testing.T) {
 	for i, n := range got {
 		require.Equal(t, i, n)
 	}
-	assert.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("p", 1000)), "broadcast after Close is dropped and logged, not an error")
+	// A broadcast after Close is lost: the caller is told, so that an
+	// HTTP intake answers 503 rather than 202.
+	err := bus.BroadcastProjectUpdate(pubsubtest.Project("p", 1000))
+	require.ErrorIs(t, err, domain.ErrBroadcasterClosed)
+	assert.NotErrorIs(t, err, domain.ErrInvalidEvent)
+	require.ErrorIs(t, bus.BroadcastProjectError(pubsubtest.Project("p", 1001), "boom"), domain.ErrBroadcasterClosed)
 }
 
 // Close gives up at its deadline when the publisher never returns, and

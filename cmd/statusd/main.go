@@ -18,10 +18,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -71,6 +73,8 @@ type config struct {
 	maxProjects  int
 	queueSize    int
 	writeTimeout time.Duration
+	maxListings  int
+	minRate      int
 	logLevel     slog.Level
 	shutdown     time.Duration
 	kafka        kafkaFlags
@@ -93,8 +97,10 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 	fs.IntVar(&c.history, "history", 10_000, "events kept for Last-Event-ID resume")
 	fs.IntVar(&c.maxClients, "max-clients", 10_000, "most concurrent SSE streams; the next gets 503")
 	fs.IntVar(&c.maxProjects, "max-projects", 100_000, "most projects whose latest event is kept (snapshots, GET /projects)")
-	fs.IntVar(&c.queueSize, "client-queue", 8192, "events queued per stream before it coalesces to the latest per project")
+	fs.IntVar(&c.queueSize, "client-queue", 8192, "events queued per stream; a stream whose queue fills is parked until its client reads, then catches up with the latest event per project")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "deadline of each write to a stream; a client that misses it is disconnected and resumes")
+	fs.IntVar(&c.maxListings, "max-listings", 4, "most concurrent GET /projects responses; the next gets 503")
+	fs.IntVar(&c.minRate, "backlog-min-rate", 64<<10, "slowest average rate, in bytes/s, at which a client must take a snapshot, replay or GET /projects body (after a first --write-timeout); a slower one is ended and resumes; negative: no minimum")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN or ERROR")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 4*time.Second, "how long a clean shutdown may take")
 	c.kafka.register(fs)
@@ -126,7 +132,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 		return c, fmt.Errorf("--pubsub must be memory or kafka, got %q", c.pubsub)
 	case c.heartbeat <= 0, c.writeTimeout <= 0, c.shutdown <= 0:
 		return c, errors.New("durations must be positive")
-	case c.history <= 0, c.maxClients <= 0, c.maxProjects <= 0, c.queueSize <= 0:
+	case c.history <= 0, c.maxClients <= 0, c.maxProjects <= 0, c.queueSize <= 0, c.maxListings <= 0, c.minRate == 0:
 		return c, errors.New("sizes must be positive")
 	}
 	if err := c.harden.check(); err != nil {
@@ -202,6 +208,8 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		WriteTimeout:   cfg.writeTimeout,
 		MaxClients:     cfg.maxClients,
 		QueueSize:      cfg.queueSize,
+		MaxListings:    cfg.maxListings,
+		MinRate:        cfg.minRate,
 		Metrics:        m,
 		Gatherer:       reg,
 		Ready:          bus.Ready,
@@ -225,6 +233,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		ReadHeaderTimeout: cfg.harden.readHeaderTimeout,
 		MaxHeaderBytes:    httpapi.MaxHeaderBytes,
 		IdleTimeout:       2 * time.Minute,
+		ConnContext:       api.ConnContext, // streams size their socket send buffers
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(api.CloseStreams)
@@ -238,6 +247,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		return err
 	}
 	logger.Info("listening on "+listenURL(ln.Addr()), "pubsub", cfg.pubsub, "demo", cfg.demo, "database", cfg.database.url != "")
+	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
+		logger.Info("memory limit (GOMEMLIMIT)", "bytes", limit)
+	}
 
 	serveErr := make(chan error, 2) // the server, and the metrics listener (--metrics-addr)
 	go func() { serveErr <- srv.Serve(ln) }()
