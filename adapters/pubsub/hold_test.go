@@ -17,7 +17,7 @@ import (
 // go by before its first inbox subscribes, however long that takes.
 func TestHoldUntilSubscribedDeliversEverythingToTheFirstInbox(t *testing.T) {
 	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, nil)
-	bus, err := pubsub.New(pubsub.Config{HoldUntilSubscribed: true}, ch, ch, nil)
+	bus, err := pubsub.New(pubsub.Config{AckAfterRead: true}, ch, ch, nil)
 	require.NoError(t, err)
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -42,7 +42,7 @@ func TestHoldUntilSubscribedDeliversEverythingToTheFirstInbox(t *testing.T) {
 
 func TestHoldingBusClosesWithoutSubscriber(t *testing.T) {
 	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, nil)
-	bus, err := pubsub.New(pubsub.Config{HoldUntilSubscribed: true}, ch, ch, nil)
+	bus, err := pubsub.New(pubsub.Config{AckAfterRead: true}, ch, ch, nil)
 	require.NoError(t, err)
 	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("held-2", 1)))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

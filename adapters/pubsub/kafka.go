@@ -63,8 +63,9 @@ type KafkaConfig struct {
 	// A name makes the Bus a member of that consumer group: the group's
 	// members share the partitions and the group's committed offsets
 	// survive restarts — what a backend consumer needs. Such a Bus
-	// delivers (and so commits) nothing before one of its inboxes first
-	// subscribes (Config.HoldUntilSubscribed).
+	// acknowledges (and so commits) a record only once a reader has
+	// received it from an inbox, and nothing while no inbox is subscribed
+	// (Config.AckAfterRead).
 	ConsumerGroup string
 	// InitialOffset is where reading starts when there is no committed
 	// offset (always, in gateway mode). Default OffsetNewest.
@@ -317,9 +318,9 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 	probe := newBrokerProbe(kcfg)
 
 	if kcfg.ConsumerGroup != "" {
-		// The group commits what the Bus acknowledges: nothing may go by
-		// before the backend's first inbox subscribes.
-		cfg.HoldUntilSubscribed = true
+		// The group commits what the Bus acknowledges: only what a reader
+		// has received.
+		cfg.AckAfterRead = true
 	}
 	userDedupe, userReady := cfg.Dedupe, cfg.Ready
 	cfg.Dedupe = func(msg *message.Message) bool {
