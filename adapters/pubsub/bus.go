@@ -44,6 +44,13 @@ type Config struct {
 	// When the pub/sub is failing or stuck it does not wait at all. Default
 	// 5ms, which keeps every broadcast call well under 10ms.
 	FullWait time.Duration
+	// MaxMessageBytes is the largest record an event may make on the
+	// pub/sub (Kafka: the record's size as the producer measures it, key,
+	// value and headers). Broadcast* rejects a larger event at once, with
+	// domain.ErrInvalidEvent, rather than let it fail at every publish
+	// attempt. Default 1 MiB, the Kafka producer's default; NewKafka uses
+	// the lower of this and KafkaConfig.MaxMessageBytes.
+	MaxMessageBytes int
 	// InboxQueueSize bounds the queue of each Inbox. Default 16,384.
 	InboxQueueSize int
 	// Hub configures the fan-out: history, latest-state cache, default
@@ -79,6 +86,10 @@ type Config struct {
 	CloseTimeout time.Duration
 }
 
+// DefaultMaxMessageBytes is the default of Config.MaxMessageBytes and
+// KafkaConfig.MaxMessageBytes: 1 MiB, the Kafka producer's default.
+const DefaultMaxMessageBytes = 1 << 20
+
 var topicPattern = regexp.MustCompile(`^[a-z0-9._-]{1,249}$`)
 
 func (c *Config) setDefaults() {
@@ -99,6 +110,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.InboxQueueSize <= 0 {
 		c.InboxQueueSize = 16_384
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if c.FullWait <= 0 {
 		c.FullWait = 5 * time.Millisecond

@@ -88,6 +88,14 @@ type KafkaConfig struct {
 	// again after they became unreachable (consumer side; the producer
 	// side is retried by the outbox). Default 1s.
 	ReconnectBackoff time.Duration
+	// MaxMessageBytes is the largest record the producer sends (Sarama's
+	// Producer.MaxMessageBytes: key, value and headers). An event whose
+	// record would be larger is rejected when it is broadcast, with
+	// domain.ErrInvalidEvent (see Config.MaxMessageBytes). Keep it at or
+	// below the topic's max.message.bytes (Kafka's default: 1 MiB plus
+	// 12 bytes); a record the broker refuses all the same is dropped,
+	// logged and counted, never retried. Default DefaultMaxMessageBytes.
+	MaxMessageBytes int
 	// PartitionCheck is how often the consumer checks the topic for
 	// partitions added since it began reading. A gateway (no
 	// ConsumerGroup) then reads the new ones from their oldest offset (see
@@ -123,6 +131,9 @@ func (k *KafkaConfig) setDefaults(busTopic string) {
 	}
 	if k.PartitionCheck == 0 {
 		k.PartitionCheck = time.Minute
+	}
+	if k.MaxMessageBytes <= 0 {
+		k.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 }
 
@@ -203,6 +214,7 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 		c.Producer.Retry.Max = 5
 		c.Producer.Return.Successes = true
 		c.Producer.Return.Errors = true
+		c.Producer.MaxMessageBytes = k.MaxMessageBytes
 		// Every event of a project lands on one partition: the key is the
 		// project id, hashed with murmur2 like the Java client (and
 		// franz-go), so records another producer writes for a project land
@@ -280,6 +292,9 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 		return nil, err
 	}
 	cfg.Topic = kcfg.Topic
+	if cfg.MaxMessageBytes <= 0 || cfg.MaxMessageBytes > kcfg.MaxMessageBytes {
+		cfg.MaxMessageBytes = kcfg.MaxMessageBytes
+	}
 	if cfg.RetryMax <= 0 {
 		// A failed attempt already spent Sarama's own retries (a second or
 		// more): retry at least every second, so that publishing resumes

@@ -178,8 +178,9 @@ func headerValue(r *kgo.Record, key string) string {
 	return ""
 }
 
-// rejectProduce answers a produce request with a non-retriable error for
-// every partition.
+// rejectProduce answers a produce request with an error for every
+// partition that Sarama does not retry itself but that is not known to be
+// permanent (UNKNOWN_SERVER_ERROR): the outbox retries it.
 func rejectProduce(req *kmsg.ProduceRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 	for _, rt := range req.Topics {
@@ -188,7 +189,7 @@ func rejectProduce(req *kmsg.ProduceRequest) kmsg.Response {
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewProduceResponseTopicPartition()
 			sp.Partition = rp.Partition
-			sp.ErrorCode = kerr.InvalidRecord.Code
+			sp.ErrorCode = kerr.UnknownServerError.Code
 			st.Partitions = append(st.Partitions, sp)
 		}
 		resp.Topics = append(resp.Topics, st)
