@@ -30,6 +30,7 @@ type Metrics struct {
 	openStreams       prometheus.Gauge
 	rejectedStreams   prometheus.Counter
 	duplicateMessages prometheus.Counter
+	offsetResets      prometheus.Counter
 }
 
 // New creates the collectors and registers them with reg (when reg is not
@@ -55,7 +56,7 @@ func New(reg prometheus.Registerer, queueDepth func() float64) *Metrics {
 		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "events_dropped_total",
-			Help: "Events the outbox gave up on, by reason (coalesced: superseded by a newer event of the same project; evicted: outbox full; closed: broadcast after close or not flushed before the close deadline).",
+			Help: "Events the outbox gave up on, by reason (coalesced: superseded by a newer event of the same project; evicted: outbox full; closed: broadcast after close or not flushed before the close deadline; rejected: refused for good by the pub/sub, such as a record too large for the topic).",
 		}, []string{"reason"}),
 		invalid: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "events_invalid_total",
@@ -68,6 +69,10 @@ func New(reg prometheus.Registerer, queueDepth func() float64) *Metrics {
 		duplicateMessages: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "duplicate_messages_total",
 			Help: "Messages received again (a consumer restart re-reading an offset); skipped.",
+		}),
+		offsetResets: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "offset_resets_total",
+			Help: "Partitions whose offsets went back below what was dispatched (topic recreated or truncated); their tracking was reset.",
 		}),
 		dispatched: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "events_dispatched_total",
@@ -102,6 +107,7 @@ func New(reg prometheus.Registerer, queueDepth func() float64) *Metrics {
 		reg.MustRegister(m.broadcast, m.published, m.publishFailed, m.publishBatches, m.dropped,
 			m.invalid, m.badMessages, m.duplicateMessages, m.dispatched, m.delivered, m.coalesced,
 			m.subscribersEnded, m.subscriptions, m.openStreams, m.rejectedStreams)
+		reg.MustRegister(m.offsetResets)
 		if queueDepth != nil {
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Namespace: namespace, Name: "outbox_queue_depth",
@@ -159,6 +165,13 @@ func (m *Metrics) BadMessage() {
 func (m *Metrics) DuplicateMessage() {
 	if m != nil {
 		m.duplicateMessages.Inc()
+	}
+}
+
+// OffsetReset counts a partition whose offsets went backwards.
+func (m *Metrics) OffsetReset() {
+	if m != nil {
+		m.offsetResets.Inc()
 	}
 }
 

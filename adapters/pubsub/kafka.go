@@ -317,6 +317,13 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 		return nil, fmt.Errorf("kafka: subscriber: %w", err)
 	}
 	offsets := newOffsetTracker()
+	offsets.newest = func(partition int32) (int64, error) { return kcfg.newestOffset(partition) }
+	offsets.wentBackwards = func(partition int32, offset, dispatched, newest int64) {
+		// Once per partition each time: its tracking starts again here.
+		cfg.Metrics.OffsetReset()
+		logger.Warn("kafka partition offsets went backwards (topic recreated or truncated?): delivering its records again from here",
+			"partition", partition, "offset", offset, "dispatched_up_to", dispatched, "newest_offset", newest)
+	}
 	var watch *partitionWatch
 	if kcfg.ConsumerGroup == "" {
 		watch = &partitionWatch{

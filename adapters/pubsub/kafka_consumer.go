@@ -260,12 +260,38 @@ func (s *retryingSubscriber) abort() { s.dialer.cut() }
 // lags behind what was read. Records are dispatched in offset order per
 // partition (watermill-kafka waits for each acknowledgement, and so does
 // the partition watch), so one number per partition is enough.
+//
+// A record below that number is not always a repeat: when the topic is
+// deleted and recreated, or truncated, a partition's offsets start again
+// from below what was dispatched, and its new records would be skipped for
+// good. So before it skips one, the tracker asks the broker for the
+// partition's newest offset (newest; the answer is reused for
+// verifyFor): a log that now ends below what was dispatched went
+// backwards. It then resets the partition's tracking, calls
+// wentBackwards (which logs and counts it) and delivers the record.
 type offsetTracker struct {
-	mu   sync.Mutex
-	next map[int32]int64
+	newest        func(partition int32) (int64, error) // nil: never ask, every lower offset is a repeat
+	wentBackwards func(partition int32, offset, dispatched, newest int64)
+
+	mu       sync.Mutex
+	next     map[int32]int64
+	verified map[int32]verification
 }
 
-func newOffsetTracker() *offsetTracker { return &offsetTracker{next: map[int32]int64{}} }
+// verification is a partition's newest offset, as the broker said at a
+// time.
+type verification struct {
+	newest int64
+	at     time.Time
+}
+
+// verifyFor is how long an answer about a partition's newest offset is
+// reused: a burst of repeats (a rebalance) costs one request.
+const verifyFor = time.Second
+
+func newOffsetTracker() *offsetTracker {
+	return &offsetTracker{next: map[int32]int64{}, verified: map[int32]verification{}}
+}
 
 // seen reports whether msg's record was dispatched before, and records it
 // as dispatched when it was not. A message without Kafka position is never
@@ -281,10 +307,35 @@ func (t *offsetTracker) seen(msg *message.Message) bool {
 func (t *offsetTracker) seenAt(partition int32, offset int64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if next, ok := t.next[partition]; ok && offset < next {
+	next, ok := t.next[partition]
+	if !ok || offset >= next {
+		t.next[partition] = offset + 1
+		return false
+	}
+	if t.newest == nil {
 		return true
 	}
+	v, ok := t.verified[partition]
+	if !ok || time.Since(v.at) > verifyFor {
+		// Not under the lock: one partition's question must not hold the
+		// others up. Records of one partition come one at a time, so its
+		// tracking does not change meanwhile.
+		t.mu.Unlock()
+		newest, err := t.newest(partition)
+		t.mu.Lock()
+		if err != nil {
+			return true // cannot tell: skip it, as a repeat
+		}
+		v = verification{newest: newest, at: time.Now()}
+		t.verified[partition] = v
+		next = t.next[partition]
+	}
+	if v.newest >= next || offset >= next {
+		return offset < next // a repeat: the log still holds what was dispatched
+	}
 	t.next[partition] = offset + 1
+	delete(t.verified, partition)
+	t.wentBackwards(partition, offset, next-1, v.newest)
 	return false
 }
 
@@ -334,6 +385,23 @@ func (k KafkaConfig) partitionCount(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("kafka: topic %q has no partitions", k.Topic)
 	}
 	return len(partitions), nil
+}
+
+// newestOffset returns the offset the next record of a partition of the
+// topic will get, as a broker answers within probeTimeout.
+func (k KafkaConfig) newestOffset(partition int32) (int64, error) {
+	ctx, cancel := context.WithTimeoutCause(context.Background(), probeTimeout, errNoAnswer)
+	defer cancel()
+	conf := k.sarama(roleProbe)
+	d := useDialer(conf)
+	stop := context.AfterFunc(ctx, d.cut)
+	defer stop()
+	client, err := sarama.NewClient(k.Brokers, conf)
+	if err != nil {
+		return 0, fmt.Errorf("kafka: no broker answers: %w", err)
+	}
+	defer func() { _ = client.Close() }()
+	return client.GetOffset(k.Topic, partition, sarama.OffsetNewest)
 }
 
 // brokerProbe checks that a broker answers and knows the topic, for the

@@ -45,6 +45,38 @@ func TestOffsetTrackerSkipsOffsetsAlreadyDispatched(t *testing.T) {
 	assert.False(t, tr.seen(message.NewMessage("x", nil)), "a message without a Kafka position is never a duplicate")
 }
 
+// Offsets below what was dispatched are a repeat while the partition's log
+// still reaches past them, and a log that went backwards (a recreated or
+// truncated topic) otherwise: then the tracking starts again there.
+func TestOffsetTrackerNoticesOffsetsGoingBackwards(t *testing.T) {
+	tr := newOffsetTracker()
+	newest, asked := int64(10), 0
+	var err error
+	tr.newest = func(int32) (int64, error) { asked++; return newest, err }
+	var resets []string
+	tr.wentBackwards = func(partition int32, offset, dispatched, newest int64) {
+		resets = append(resets, fmt.Sprintf("%d:%d<=%d/%d", partition, offset, dispatched, newest))
+	}
+	for o := range int64(10) {
+		require.False(t, tr.seenAt(0, o))
+	}
+	assert.True(t, tr.seenAt(0, 3), "a repeat: the log still ends at 10")
+	assert.True(t, tr.seenAt(0, 4), "a repeat, and the answer is reused")
+	assert.Equal(t, 1, asked)
+
+	tr.verified = map[int32]verification{} // later on: the topic was recreated, 2 records so far
+	newest = 2
+	assert.False(t, tr.seenAt(0, 0), "the log went backwards: delivered")
+	assert.Equal(t, []string{"0:0<=9/2"}, resets)
+	assert.False(t, tr.seenAt(0, 1), "and the partition goes on from there")
+	assert.True(t, tr.seenAt(0, 1))
+
+	tr.verified = map[int32]verification{}
+	err = fmt.Errorf("no broker")
+	assert.True(t, tr.seenAt(0, 0), "cannot tell: skipped as a repeat")
+	assert.Len(t, resets, 1)
+}
+
 func TestLenientUnmarshalerNeverFails(t *testing.T) {
 	for _, rec := range []*sarama.ConsumerMessage{
 		{Topic: "t", Partition: 2, Offset: 7, Value: []byte("\x00\xffnot json")},

@@ -1,0 +1,102 @@
+package pubsub_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
+	"github.com/statusbroadcaster/statusbroadcaster/domain"
+)
+
+// deleteTopic deletes a topic of the cluster.
+func deleteTopic(t *testing.T, cluster *kfake.Cluster, name string) {
+	t.Helper()
+	req := kmsg.NewPtrDeleteTopicsRequest()
+	rt := kmsg.NewDeleteTopicsRequestTopic()
+	rt.Topic = kmsg.StringPtr(name)
+	req.Topics = append(req.Topics, rt)
+	req.TopicNames = append(req.TopicNames, name)
+	req.TimeoutMillis = 5000
+	resp, err := req.RequestWith(context.Background(), adminClient(t, cluster))
+	require.NoError(t, err)
+	require.Len(t, resp.Topics, 1)
+	require.NoError(t, kerr.ErrorForCode(resp.Topics[0].ErrorCode), "deleting topic %s", name)
+}
+
+// A topic deleted and recreated under a running gateway: the new topic's
+// offsets start again from 0, below what the gateway dispatched. The
+// gateway notices (the partition's log now ends below what it dispatched),
+// logs it, counts it, and delivers the new records. (It used to skip them
+// all as repeats until the new offsets passed the old ones: here, ~100
+// records per partition.)
+func TestKafkaGatewayDeliversAfterTheTopicIsRecreated(t *testing.T) {
+	cluster := startKafka(t)
+	const topic = "recreated"
+	createTopic(t, cluster, topic, testPartitions)
+	reg := prometheus.NewRegistry()
+	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{Metrics: metrics.New(reg, nil)},
+		pubsub.KafkaConfig{Topic: topic, ReconnectBackoff: 100 * time.Millisecond})
+	in := kafkaInbox(t, bus)
+	awaitReady(t, bus)
+	const before = 400
+	for n := range before {
+		require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project(fmt.Sprintf("before-%d", n%40), n)))
+	}
+	for range before {
+		nextEvent(t, in, 20*time.Second)
+	}
+
+	deleteTopic(t, cluster, topic)
+	createTopic(t, cluster, topic, testPartitions)
+	recreated := time.Now()
+	// The gateway reads from the newest offset once its consumer is back:
+	// probe until an event comes through.
+	probe := 0
+	got := make(chan domain.Event, 1)
+	go func() {
+		ev, ok := <-in.Events()
+		if ok {
+			got <- ev
+		}
+		close(got)
+	}()
+	var first domain.Event
+	for waiting := true; waiting; {
+		require.Less(t, time.Since(recreated), 30*time.Second, "no event after the topic was recreated")
+		require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project(fmt.Sprintf("probe-%d", probe%40), probe)))
+		probe++
+		select {
+		case ev, ok := <-got:
+			require.True(t, ok, "inbox ended: %v", in.Err())
+			first, waiting = ev, false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Logf("first event %s %s after the topic was recreated (%d probes)", first.Project.ID, time.Since(recreated).Round(time.Millisecond), probe)
+	// Every event from now on arrives, in order per project (probes still
+	// on their way come first).
+	for n := range 40 {
+		require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project(fmt.Sprintf("after-%d", n), n)))
+	}
+	afters := 0
+	for afters < 40 {
+		ev := nextEvent(t, in, 20*time.Second)
+		if strings.HasPrefix(ev.Project.ID, "after-") {
+			assert.Equal(t, fmt.Sprintf("after-%d", pubsubtest.Seq(ev)), ev.Project.ID)
+			afters++
+		}
+	}
+	assert.GreaterOrEqual(t, counterValue(t, reg, "statusbroadcaster_offset_resets_total", ""), 1.0, "counted")
+}
