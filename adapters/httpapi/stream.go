@@ -58,14 +58,10 @@ func (s *Server) streamSelected(w http.ResponseWriter, r *http.Request) {
 // topics: the snapshot or the replay first, then live events, with
 // heartbeats while idle.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.Topic) {
-	snapshot := true
-	if v := r.URL.Query().Get("snapshot"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "snapshot must be true or false")
-			return
-		}
-		snapshot = b
+	snapshot, ok := snapshotParam(r)
+	if !ok {
+		writeError(w, http.StatusBadRequest, "snapshot must be true or false")
+		return
 	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
