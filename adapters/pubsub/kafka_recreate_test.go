@@ -100,3 +100,43 @@ func TestKafkaGatewayDeliversAfterTheTopicIsRecreated(t *testing.T) {
 	}
 	assert.GreaterOrEqual(t, counterValue(t, reg, "statusbroadcaster_offset_resets_total", ""), 1.0, "counted")
 }
+
+// The same for a consumer group: after the topic is recreated, the group's
+// member reads the new partitions from their start, and the Bus delivers
+// their records although their offsets are below what it dispatched. (It
+// used to deliver none of them: nothing in 40s.)
+func TestKafkaConsumerGroupDeliversAfterTheTopicIsRecreated(t *testing.T) {
+	cluster := groupCluster(t)
+	const topic = "group-recreated"
+	createTopic(t, cluster, topic, testPartitions)
+	producer := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, pubsub.KafkaConfig{Topic: topic})
+	awaitReady(t, producer)
+	reg := prometheus.NewRegistry()
+	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{Metrics: metrics.New(reg, nil)},
+		pubsub.KafkaConfig{Topic: topic, ConsumerGroup: "recreated", InitialOffset: pubsub.OffsetOldest})
+	in := kafkaInbox(t, bus)
+	const before = 400
+	for n := range before {
+		require.NoError(t, producer.BroadcastProjectUpdate(pubsubtest.Project(fmt.Sprintf("before-%d", n%40), n)))
+	}
+	for range before {
+		nextEvent(t, in, 20*time.Second)
+	}
+	deleteTopic(t, cluster, topic)
+	createTopic(t, cluster, topic, testPartitions)
+	recreated := time.Now()
+	for n := range 40 {
+		require.NoError(t, producer.BroadcastProjectUpdate(pubsubtest.Project(fmt.Sprintf("after-%d", n), n)))
+	}
+	got := map[string]bool{}
+	for len(got) < 40 {
+		ev := nextEvent(t, in, 30*time.Second)
+		require.True(t, strings.HasPrefix(ev.Project.ID, "after-"), "nothing from before the recreation again: %s", ev.Project.ID)
+		assert.Equal(t, fmt.Sprintf("after-%d", pubsubtest.Seq(ev)), ev.Project.ID)
+		got[ev.Project.ID] = true
+		if len(got) == 1 {
+			t.Logf("first event %s after the topic was recreated", time.Since(recreated).Round(time.Millisecond))
+		}
+	}
+	assert.GreaterOrEqual(t, counterValue(t, reg, "statusbroadcaster_offset_resets_total", ""), 1.0, "counted")
+}
