@@ -1,7 +1,8 @@
 package pubsub
 
 import (
-	"errors"
+	"context"
+	"fmt"
 	"sync"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/fanout"
@@ -11,8 +12,9 @@ import (
 
 // errClosedWhileHolding is returned by the router handler for a message
 // not yet received by a reader when the Bus closes: it is not
-// acknowledged.
-var errClosedWhileHolding = errors.New("pubsub: closed before a reader received the message; not acknowledged")
+// acknowledged. It wraps context.Canceled, which Watermill's router takes
+// as a shutdown: it nacks the message without logging an error each time.
+var errClosedWhileHolding = fmt.Errorf("pubsub: closed before a reader received the message; not acknowledged: %w", context.Canceled)
 
 // readers implements Config.AckAfterRead. It knows the inboxes of the Bus
 // and their topics; the router handler asks it to dispatch a message and
