@@ -13,9 +13,9 @@ import (
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
 )
 
-// A Bus that holds until subscribed (a Kafka consumer group) lets no event
+// A Bus that acknowledges after read (a Kafka consumer group) lets no event
 // go by before its first inbox subscribes, however long that takes.
-func TestHoldUntilSubscribedDeliversEverythingToTheFirstInbox(t *testing.T) {
+func TestAckAfterReadDeliversEverythingToTheFirstInbox(t *testing.T) {
 	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, nil)
 	bus, err := pubsub.New(pubsub.Config{AckAfterRead: true}, ch, ch, nil)
 	require.NoError(t, err)
@@ -48,4 +48,37 @@ func TestHoldingBusClosesWithoutSubscriber(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	assert.Error(t, bus.Close(ctx), "the held event was never delivered, and Close says so")
+}
+
+// An event queued for an inbox whose reader never received it — the inbox
+// unsubscribed, or closed — is not acknowledged: it goes to the next inbox
+// that subscribes, and nothing goes by while none is subscribed.
+func TestAckAfterReadHandsWhatNoReaderReceivedToTheNextInbox(t *testing.T) {
+	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, nil)
+	bus, err := pubsub.New(pubsub.Config{AckAfterRead: true}, ch, ch, nil)
+	require.NoError(t, err)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, bus.Close(ctx))
+	}()
+	first, err := bus.NewInbox()
+	require.NoError(t, err)
+	require.NoError(t, first.SubscribeToAllProjects())
+	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("unread-1", 0)))
+	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("unread-2", 0)))
+	require.Eventually(t, func() bool { _, ok := bus.Latest("unread-1"); return ok }, 5*time.Second, 5*time.Millisecond)
+	first.UnsubscribeFromAllProjects() // unread-1's event is dropped from its queue, unread
+	time.Sleep(200 * time.Millisecond)
+	_, dispatched := bus.Latest("unread-2")
+	assert.False(t, dispatched, "no inbox subscribed: unread-1's event is not acknowledged, and nothing after it goes by")
+	require.NoError(t, first.Close())
+
+	second, err := bus.NewInbox()
+	require.NoError(t, err)
+	defer second.Close()
+	require.NoError(t, second.SubscribeToProject("unread-1"))
+	require.NoError(t, second.SubscribeToProject("unread-2"))
+	assert.Equal(t, pubsubtest.Project("unread-1", 0), nextEvent(t, second, 5*time.Second).Project, "handed to the next inbox")
+	assert.Equal(t, pubsubtest.Project("unread-2", 0), nextEvent(t, second, 5*time.Second).Project)
 }
