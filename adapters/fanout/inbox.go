@@ -113,7 +113,6 @@ func (in *Inbox) deliver(e *Entry) bool {
 			return false
 		}
 	}
-	in.read.advance(e.Seq) // dropped: the reader unsubscribed from its topic
 	return true
 }
 
@@ -167,11 +166,11 @@ func (in *Inbox) remove(t domain.Topic) {
 }
 
 // Received returns the Seq of the last entry this inbox handed to its
-// reader — or dropped because the reader unsubscribed from its topic — and
-// a channel that is closed when that changes, when a topic is removed, or
-// when the inbox ends. Entries reach the reader in Seq order, so every
-// entry queued for the inbox up to that Seq has been received, superseded
-// by a newer event of its project that was, or dropped by an unsubscribe.
+// reader, and a channel that is closed when that changes, when a topic is
+// removed, or when the inbox ends. Entries reach the reader in Seq order,
+// so every entry queued for the inbox up to that Seq has been received,
+// superseded by a newer event of its project that was, or dropped by an
+// unsubscribe (which a caller that needs to know must tell apart itself).
 // A consumer that acknowledges what its readers got (a Kafka consumer
 // group) waits on it.
 func (in *Inbox) Received() (seq uint64, changed <-chan struct{}) { return in.read.get() }

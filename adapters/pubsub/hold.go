@@ -41,7 +41,7 @@ func (r *readers) wrap(in *fanout.Inbox) ports.Inbox {
 	if !r.enabled {
 		return in
 	}
-	a := &ackInbox{Inbox: in, r: r, topics: map[domain.Topic]struct{}{}}
+	a := &ackInbox{Inbox: in, r: r, topics: map[domain.Topic]struct{}{}, pending: map[*pendingRead]struct{}{}}
 	r.mu.Lock()
 	r.inboxes[a] = struct{}{}
 	r.mu.Unlock()
@@ -95,11 +95,11 @@ func (r *readers) deliver(hub *fanout.Hub, ev domain.Event, data []byte, closed 
 			continue
 		}
 		e := hub.Dispatch(ev, data)
-		var queued []*fanout.Inbox
+		var waits []*pendingRead
 		if e != nil {
 			for a := range r.inboxes {
 				if !ended(a.Inbox) && a.Inbox.Selects(ev.Project.ID) {
-					queued = append(queued, a.Inbox)
+					waits = append(waits, a.expect(e.Seq, ev.Project.ID))
 				}
 			}
 		}
@@ -107,40 +107,73 @@ func (r *readers) deliver(hub *fanout.Hub, ev domain.Event, data []byte, closed 
 		if e == nil {
 			return errClosedWhileHolding // the hub closed
 		}
-		if len(queued) == 0 {
+		if len(waits) == 0 {
 			return nil
 		}
-		got, err := awaitReceived(queued, e.Seq, ev.Project.ID, closed)
+		got, err := r.awaitReceived(waits, closed)
 		if err != nil || got {
 			return err
 		}
 	}
 }
 
-// awaitReceived waits until each inbox has handed the entry seq (of
-// projectID) to its reader, ended, or stopped selecting projectID, and
-// reports whether any handed it over.
-func awaitReceived(inboxes []*fanout.Inbox, seq uint64, projectID string, closed <-chan struct{}) (bool, error) {
+// pendingRead is an entry queued for an inbox, which a dispatch waits for
+// the reader to receive.
+type pendingRead struct {
+	inbox     *ackInbox
+	seq       uint64
+	projectID string
+	dropped   chan struct{} // closed when an unsubscribe dropped it
+}
+
+// awaitReceived waits until each inbox has handed its entry to its reader,
+// ended, or dropped it (an unsubscribe), and reports whether any handed it
+// over. It forgets the waits.
+func (r *readers) awaitReceived(waits []*pendingRead, closed <-chan struct{}) (bool, error) {
+	defer func() {
+		for _, w := range waits {
+			w.inbox.forget(w)
+		}
+	}()
 	got := false
-	for _, in := range inboxes {
+	for _, w := range waits {
 		for {
-			read, changed := in.Received()
-			if read >= seq {
-				got = true
-				break
-			}
-			if ended(in) || !in.Selects(projectID) {
+			received, over, changed := r.state(w)
+			if over {
+				got = got || received
 				break
 			}
 			select {
 			case <-changed:
-			case <-in.Done():
+			case <-w.inbox.Done():
+			case <-w.dropped:
 			case <-closed:
 				return false, errClosedWhileHolding
 			}
 		}
 	}
 	return got, nil
+}
+
+// state says whether w's entry was received, whether the wait is over, and
+// what to wait on if not. Under r.mu, so that an unsubscribe is either not
+// begun or complete: entries reach the reader in order, so the read mark
+// passes w only once w was received (or superseded by a newer event of its
+// project that was) — unless an unsubscribe dropped it, which then has
+// closed w.dropped.
+func (r *readers) state(w *pendingRead) (received, over bool, changed <-chan struct{}) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	select {
+	case <-w.dropped:
+		return false, true, nil
+	default:
+	}
+	read, changed := w.inbox.Received()
+	if read >= w.seq {
+		return true, true, nil
+	}
+	return false, ended(w.inbox.Inbox), changed
 }
 
 func ended(in *fanout.Inbox) bool {
@@ -153,11 +186,32 @@ func ended(in *fanout.Inbox) bool {
 }
 
 // ackInbox is an inbox of a Bus that acknowledges after read: it keeps
-// readers informed of its topics.
+// readers informed of its topics, and knows the entries dispatches wait
+// for it to hand over, so that an unsubscribe that drops one tells its
+// dispatch (even if the reader subscribes again at once).
 type ackInbox struct {
 	*fanout.Inbox
 	r      *readers
 	topics map[domain.Topic]struct{} // guarded by r.mu
+
+	pendingMu sync.Mutex
+	pending   map[*pendingRead]struct{}
+}
+
+// expect registers a wait for the entry seq of projectID, just queued for
+// the inbox. The caller holds r.mu, for reading at least.
+func (a *ackInbox) expect(seq uint64, projectID string) *pendingRead {
+	w := &pendingRead{inbox: a, seq: seq, projectID: projectID, dropped: make(chan struct{})}
+	a.pendingMu.Lock()
+	a.pending[w] = struct{}{}
+	a.pendingMu.Unlock()
+	return w
+}
+
+func (a *ackInbox) forget(w *pendingRead) {
+	a.pendingMu.Lock()
+	delete(a.pending, w)
+	a.pendingMu.Unlock()
 }
 
 func (a *ackInbox) SubscribeToProject(projectID string) error {
@@ -193,6 +247,17 @@ func (a *ackInbox) remove(t domain.Topic, unsubscribe func()) {
 	defer a.r.mu.Unlock()
 	unsubscribe()
 	delete(a.topics, t)
+	// The unsubscribe dropped the entries of the projects the inbox no
+	// longer selects that its reader had not received.
+	read, _ := a.Inbox.Received()
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	for w := range a.pending {
+		if read < w.seq && !a.Inbox.Selects(w.projectID) {
+			close(w.dropped)
+			delete(a.pending, w)
+		}
+	}
 }
 
 // Close closes the inbox and forgets it.

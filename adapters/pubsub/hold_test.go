@@ -82,3 +82,38 @@ func TestAckAfterReadHandsWhatNoReaderReceivedToTheNextInbox(t *testing.T) {
 	assert.Equal(t, pubsubtest.Project("unread-1", 0), nextEvent(t, second, 5*time.Second).Project, "handed to the next inbox")
 	assert.Equal(t, pubsubtest.Project("unread-2", 0), nextEvent(t, second, 5*time.Second).Project)
 }
+
+// An unsubscribe that drops an event its reader had not received, followed
+// at once by a new subscription: the event is handed over again, and the
+// Bus goes on (it used to wait forever for that reader to receive an event
+// no longer in its queue).
+func TestAckAfterReadRedeliversWhatAnUnsubscribeDropped(t *testing.T) {
+	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, nil)
+	bus, err := pubsub.New(pubsub.Config{AckAfterRead: true}, ch, ch, nil)
+	require.NoError(t, err)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, bus.Close(ctx))
+	}()
+	in, err := bus.NewInbox()
+	require.NoError(t, err)
+	defer in.Close()
+	require.NoError(t, in.SubscribeToAllProjects())
+	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("toggled-1", 0)))
+	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("toggled-1", 1)))
+	require.Eventually(t, func() bool { _, ok := bus.Latest("toggled-1"); return ok }, 5*time.Second, 5*time.Millisecond)
+	in.UnsubscribeFromAllProjects()
+	require.NoError(t, in.SubscribeToAllProjects())
+	// At least once, in order: the event in the pump's hand when the
+	// subscription came back may arrive as well as its new dispatch.
+	var got []int
+	for len(got) == 0 || got[len(got)-1] != 1 {
+		ev := nextEvent(t, in, 5*time.Second)
+		require.Equal(t, "toggled-1", ev.Project.ID)
+		got = append(got, pubsubtest.Seq(ev))
+	}
+	assert.Equal(t, 0, got[0], "the dropped event comes again: %v", got)
+	assert.IsNonDecreasing(t, got)
+	assert.LessOrEqual(t, len(got), 3)
+}
