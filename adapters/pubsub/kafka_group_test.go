@@ -167,9 +167,12 @@ func TestKafkaConsumerGroupMemberKilledWhileReading(t *testing.T) {
 			_ = child.Wait()
 		}
 	}()
+	// A child that never gets there is killed, and the test fails.
+	watchdog := time.AfterFunc(60*time.Second, func() { _ = child.Process.Kill() })
 	confirmed := map[string]int{}
 	lines := bufio.NewScanner(stdout)
-	for n := 0; n < confirmedBeforeKill && lines.Scan(); {
+	n := 0
+	for n < confirmedBeforeKill && lines.Scan() {
 		var id string
 		var seq int
 		if _, err := fmt.Sscanf(lines.Text(), "confirmed %s %d", &id, &seq); err != nil {
@@ -179,6 +182,7 @@ func TestKafkaConsumerGroupMemberKilledWhileReading(t *testing.T) {
 		confirmed[id] = seq + 1 // the next one it needs
 		n++
 	}
+	require.True(t, watchdog.Stop(), "the child confirmed only %d events in 60s", n)
 	require.NoError(t, child.Process.Signal(syscall.SIGKILL))
 	killed = true
 	_ = child.Wait()

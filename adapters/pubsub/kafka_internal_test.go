@@ -77,6 +77,26 @@ func TestOffsetTrackerNoticesOffsetsGoingBackwards(t *testing.T) {
 	assert.Len(t, resets, 1)
 }
 
+// Which produce errors drop a record for good, and which are retried.
+func TestPermanentProduceErrors(t *testing.T) {
+	for _, err := range []error{
+		sarama.ErrMessageSizeTooLarge, sarama.ErrMessageSetSizeTooLarge, sarama.ErrInvalidRecord,
+		sarama.ErrInvalidTimestamp, sarama.ErrPolicyViolation, sarama.ErrTopicAuthorizationFailed,
+		sarama.ErrInvalidTopic, sarama.ErrUnsupportedForMessageFormat,
+		sarama.ConfigurationError("Attempt to produce message larger than configured Producer.MaxMessageBytes: 1100748 > 1048576"),
+		fmt.Errorf("wrapped: %w", sarama.ErrPolicyViolation),
+	} {
+		assert.True(t, permanent(err), "%v is permanent", err)
+	}
+	for _, err := range []error{
+		sarama.ErrNotEnoughReplicas, sarama.ErrNotLeaderForPartition, sarama.ErrRequestTimedOut,
+		sarama.ErrUnknown, sarama.ErrOutOfBrokers, sarama.ErrBrokerNotAvailable, sarama.ErrClusterAuthorizationFailed,
+		sarama.ErrOutOfOrderSequenceNumber, fmt.Errorf("connection reset"),
+	} {
+		assert.False(t, permanent(err), "%v may pass: retried", err)
+	}
+}
+
 func TestLenientUnmarshalerNeverFails(t *testing.T) {
 	for _, rec := range []*sarama.ConsumerMessage{
 		{Topic: "t", Partition: 2, Offset: 7, Value: []byte("\x00\xffnot json")},
