@@ -117,3 +117,35 @@ func TestAckAfterReadRedeliversWhatAnUnsubscribeDropped(t *testing.T) {
 	assert.IsNonDecreasing(t, got)
 	assert.LessOrEqual(t, len(got), 3)
 }
+
+// With two inboxes, an event is acknowledged once both readers have it, or
+// one has it and the other closed: the slower reader sets the pace, and a
+// reader that leaves does not hold the others.
+func TestAckAfterReadWaitsForEveryInboxItWentTo(t *testing.T) {
+	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, nil)
+	bus, err := pubsub.New(pubsub.Config{AckAfterRead: true}, ch, ch, nil)
+	require.NoError(t, err)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, bus.Close(ctx))
+	}()
+	fast, err := bus.NewInbox()
+	require.NoError(t, err)
+	defer fast.Close()
+	slow, err := bus.NewInbox()
+	require.NoError(t, err)
+	require.NoError(t, fast.SubscribeToAllProjects())
+	require.NoError(t, slow.SubscribeToAllProjects())
+	for n := range 3 {
+		require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("paced-1", n)))
+	}
+	assert.Equal(t, 0, pubsubtest.Seq(nextEvent(t, fast, 5*time.Second)))
+	time.Sleep(200 * time.Millisecond)
+	e, _ := bus.Latest("paced-1")
+	assert.Equal(t, 0, pubsubtest.Seq(e.Event), "the slow reader has not received event 0: event 1 waits")
+	assert.Equal(t, 0, pubsubtest.Seq(nextEvent(t, slow, 5*time.Second)))
+	assert.Equal(t, 1, pubsubtest.Seq(nextEvent(t, fast, 5*time.Second)), "once both have it, the next one comes")
+	require.NoError(t, slow.Close()) // leaves with event 1 unread
+	assert.Equal(t, 2, pubsubtest.Seq(nextEvent(t, fast, 5*time.Second)), "the fast reader had it: acknowledged")
+}
