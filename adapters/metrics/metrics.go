@@ -30,7 +30,7 @@ type Metrics struct {
 	openStreams       prometheus.Gauge
 	rejectedStreams   prometheus.Counter
 	duplicateMessages prometheus.Counter
-	offsetResets      prometheus.Counter
+	offsetAnomalies   *prometheus.CounterVec
 }
 
 // New creates the collectors and registers them with reg (when reg is not
@@ -70,10 +70,10 @@ func New(reg prometheus.Registerer, queueDepth func() float64) *Metrics {
 			Namespace: namespace, Name: "duplicate_messages_total",
 			Help: "Messages received again (a consumer restart re-reading an offset); skipped.",
 		}),
-		offsetResets: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: namespace, Name: "offset_resets_total",
-			Help: "Partitions whose offsets went back below what was dispatched (topic recreated or truncated); their tracking was reset.",
-		}),
+		offsetAnomalies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "offset_anomalies_total",
+			Help: "Kafka partitions whose offsets jumped, by reason (backwards: below what was dispatched, the topic recreated or truncated, tracking reset; log_start_passed: records deleted before they were read).",
+		}, []string{"reason"}),
 		dispatched: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "events_dispatched_total",
 			Help: "Events received from the pub/sub by the router and fanned out.",
@@ -107,7 +107,7 @@ func New(reg prometheus.Registerer, queueDepth func() float64) *Metrics {
 		reg.MustRegister(m.broadcast, m.published, m.publishFailed, m.publishBatches, m.dropped,
 			m.invalid, m.badMessages, m.duplicateMessages, m.dispatched, m.delivered, m.coalesced,
 			m.subscribersEnded, m.subscriptions, m.openStreams, m.rejectedStreams)
-		reg.MustRegister(m.offsetResets)
+		reg.MustRegister(m.offsetAnomalies)
 		if queueDepth != nil {
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Namespace: namespace, Name: "outbox_queue_depth",
@@ -168,10 +168,11 @@ func (m *Metrics) DuplicateMessage() {
 	}
 }
 
-// OffsetReset counts a partition whose offsets went backwards.
-func (m *Metrics) OffsetReset() {
+// OffsetAnomaly counts a partition whose offsets jumped: reason is
+// "backwards" or "log_start_passed".
+func (m *Metrics) OffsetAnomaly(reason string) {
 	if m != nil {
-		m.offsetResets.Inc()
+		m.offsetAnomalies.WithLabelValues(reason).Inc()
 	}
 }
 

@@ -317,10 +317,16 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 		return nil, fmt.Errorf("kafka: subscriber: %w", err)
 	}
 	offsets := newOffsetTracker()
-	offsets.newest = func(partition int32) (int64, error) { return kcfg.newestOffset(partition) }
+	offsets.newest = func(partition int32) (int64, error) { return kcfg.partitionOffset(partition, sarama.OffsetNewest) }
+	offsets.oldest = func(partition int32) (int64, error) { return kcfg.partitionOffset(partition, sarama.OffsetOldest) }
+	offsets.logStartPassed = func(partition int32, expected, oldest, offset int64) {
+		cfg.Metrics.OffsetAnomaly("log_start_passed")
+		logger.Warn("kafka partition's log start passed what this Bus had read: records deleted before they were delivered",
+			"partition", partition, "expected_offset", expected, "oldest_offset", oldest, "offset", offset, "lost_at_most", oldest-expected)
+	}
 	offsets.wentBackwards = func(partition int32, offset, dispatched, newest int64) {
 		// Once per partition each time: its tracking starts again here.
-		cfg.Metrics.OffsetReset()
+		cfg.Metrics.OffsetAnomaly("backwards")
 		logger.Warn("kafka partition offsets went backwards (topic recreated or truncated?): delivering its records again from here",
 			"partition", partition, "offset", offset, "dispatched_up_to", dispatched, "newest_offset", newest)
 	}

@@ -269,13 +269,22 @@ func (s *retryingSubscriber) abort() { s.dialer.cut() }
 // verifyFor): a log that now ends below what was dispatched went
 // backwards. It then resets the partition's tracking, calls
 // wentBackwards (which logs and counts it) and delivers the record.
+//
+// A record above that number (a gap: compaction, transaction markers, or
+// records deleted before they were read) makes it ask for the partition's
+// oldest offset, at most once per verifyFor: a log start past what was
+// dispatched means records were deleted before this Bus read them, which
+// it reports to logStartPassed.
 type offsetTracker struct {
-	newest        func(partition int32) (int64, error) // nil: never ask, every lower offset is a repeat
-	wentBackwards func(partition int32, offset, dispatched, newest int64)
+	newest         func(partition int32) (int64, error) // nil: never ask, every lower offset is a repeat
+	wentBackwards  func(partition int32, offset, dispatched, newest int64)
+	oldest         func(partition int32) (int64, error) // nil: gaps are not checked
+	logStartPassed func(partition int32, expected, oldest, offset int64)
 
-	mu       sync.Mutex
-	next     map[int32]int64
-	verified map[int32]verification
+	mu         sync.Mutex
+	next       map[int32]int64
+	verified   map[int32]verification
+	gapChecked map[int32]time.Time
 }
 
 // verification is a partition's newest offset, as the broker said at a
@@ -290,7 +299,7 @@ type verification struct {
 const verifyFor = time.Second
 
 func newOffsetTracker() *offsetTracker {
-	return &offsetTracker{next: map[int32]int64{}, verified: map[int32]verification{}}
+	return &offsetTracker{next: map[int32]int64{}, verified: map[int32]verification{}, gapChecked: map[int32]time.Time{}}
 }
 
 // seen reports whether msg's record was dispatched before, and records it
@@ -308,6 +317,15 @@ func (t *offsetTracker) seenAt(partition int32, offset int64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	next, ok := t.next[partition]
+	if ok && offset > next && t.oldest != nil && time.Since(t.gapChecked[partition]) > verifyFor {
+		t.gapChecked[partition] = time.Now()
+		t.mu.Unlock() // as below
+		oldest, err := t.oldest(partition)
+		t.mu.Lock()
+		if err == nil && oldest > next {
+			t.logStartPassed(partition, next, oldest, offset)
+		}
+	}
 	if !ok || offset >= next {
 		t.next[partition] = offset + 1
 		return false
@@ -387,9 +405,10 @@ func (k KafkaConfig) partitionCount(ctx context.Context) (int, error) {
 	return len(partitions), nil
 }
 
-// newestOffset returns the offset the next record of a partition of the
-// topic will get, as a broker answers within probeTimeout.
-func (k KafkaConfig) newestOffset(partition int32) (int64, error) {
+// partitionOffset returns sarama.OffsetNewest (the offset the next record
+// of a partition of the topic will get) or sarama.OffsetOldest (its first
+// retained record's), as a broker answers within probeTimeout.
+func (k KafkaConfig) partitionOffset(partition int32, which int64) (int64, error) {
 	ctx, cancel := context.WithTimeoutCause(context.Background(), probeTimeout, errNoAnswer)
 	defer cancel()
 	conf := k.sarama(roleProbe)
@@ -401,7 +420,7 @@ func (k KafkaConfig) newestOffset(partition int32) (int64, error) {
 		return 0, fmt.Errorf("kafka: no broker answers: %w", err)
 	}
 	defer func() { _ = client.Close() }()
-	return client.GetOffset(k.Topic, partition, sarama.OffsetNewest)
+	return client.GetOffset(k.Topic, partition, which)
 }
 
 // brokerProbe checks that a broker answers and knows the topic, for the

@@ -97,6 +97,33 @@ func TestPermanentProduceErrors(t *testing.T) {
 	}
 }
 
+// A gap in a partition's offsets makes the tracker check the log start (at
+// most once a second): past what it expected, records were deleted before
+// they were read.
+func TestOffsetTrackerNoticesTheLogStartPassingWhatWasRead(t *testing.T) {
+	tr := newOffsetTracker()
+	oldest, asked := int64(0), 0
+	tr.oldest = func(int32) (int64, error) { asked++; return oldest, nil }
+	var passed []string
+	tr.logStartPassed = func(partition int32, expected, oldest, offset int64) {
+		passed = append(passed, fmt.Sprintf("%d:%d/%d/%d", partition, expected, oldest, offset))
+	}
+	require.False(t, tr.seenAt(0, 0))
+	require.False(t, tr.seenAt(0, 1))
+	require.False(t, tr.seenAt(0, 5), "a gap (compaction): delivered")
+	assert.Equal(t, 1, asked)
+	assert.Empty(t, passed, "the log still starts before the gap")
+	require.False(t, tr.seenAt(0, 9))
+	assert.Equal(t, 1, asked, "at most one question a second")
+
+	tr.gapChecked = map[int32]time.Time{} // later on: retention deleted records 10 to 49 unread
+	oldest = 50
+	require.False(t, tr.seenAt(0, 50))
+	assert.Equal(t, []string{"0:10/50/50"}, passed)
+	require.False(t, tr.seenAt(0, 51), "no gap: no question")
+	assert.Equal(t, 2, asked)
+}
+
 func TestLenientUnmarshalerNeverFails(t *testing.T) {
 	for _, rec := range []*sarama.ConsumerMessage{
 		{Topic: "t", Partition: 2, Offset: 7, Value: []byte("\x00\xffnot json")},
