@@ -78,9 +78,9 @@ func (r *readers) awaitListener(closed <-chan struct{}) error {
 }
 
 // deliver dispatches ev through hub and returns once a reader has received
-// it: every inbox the hub queued it for has handed it to its reader, or
-// ended (closed, or too slow) or stopped selecting its project, and at
-// least one of them handed it over. When none did, it dispatches it again
+// it: every inbox the hub queued it for has handed it to its reader, ended
+// (closed, or too slow), or dropped it unread when its reader unsubscribed,
+// and at least one of them handed it over. When none did, it dispatches it again
 // as soon as an inbox listens. An event no listening inbox selects is done
 // at once (the readers do not want it). While no inbox listens it waits;
 // it returns errClosedWhileHolding when closed ends first.
