@@ -339,6 +339,7 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 				consumerDialer.install(conf)
 				return sarama.NewClient(kcfg.Brokers, conf)
 			},
+			dispatched: offsets.nextOf,
 		}
 	}
 	sub := newRetryingSubscriber(inner, consumerDialer, kcfg.ConsumerGroup != "", kcfg.partitionCount, watch, kcfg.ReconnectBackoff, logger)

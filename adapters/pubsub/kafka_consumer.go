@@ -184,12 +184,13 @@ func (s *retryingSubscriber) subscribe(ctx context.Context, topic string) (*read
 func (s *retryingSubscriber) forward(ctx context.Context, topic string, r *reading, out chan<- *message.Message) {
 	defer r.stop()
 	watching := s.watch != nil && s.watch.every > 0
+	taken := &takenPartitions{set: map[int32]bool{}} // partitions below r.partitions the watch took over
 	if watching {
 		// The watch ends with forward, or as soon as the subscriber closes.
 		watchCtx, endWatch := context.WithCancel(ctx)
 		stop := context.AfterFunc(s.life, endWatch)
 		var watch sync.WaitGroup
-		watch.Go(func() { s.watchPartitions(watchCtx, topic, r.partitions, out) })
+		watch.Go(func() { s.watchPartitions(watchCtx, topic, r.partitions, taken, out) })
 		defer func() {
 			endWatch()
 			stop()
@@ -202,7 +203,7 @@ func (s *retryingSubscriber) forward(ctx context.Context, topic string, r *readi
 			if !ok {
 				return
 			}
-			if p, ok := kafka.MessagePartitionFromCtx(msg.Context()); ok && watching && int(p) >= r.partitions {
+			if p, ok := kafka.MessagePartitionFromCtx(msg.Context()); ok && watching && (int(p) >= r.partitions || taken.has(p)) {
 				// A partition the watch reads: watermill-kafka read the
 				// partition list after the count, or reconnected (from the
 				// newest offset). One reader per partition keeps its order.
@@ -300,6 +301,15 @@ const verifyFor = time.Second
 
 func newOffsetTracker() *offsetTracker {
 	return &offsetTracker{next: map[int32]int64{}, verified: map[int32]verification{}, gapChecked: map[int32]time.Time{}}
+}
+
+// nextOf returns the offset after the last record of partition
+// dispatched, if any was.
+func (t *offsetTracker) nextOf(partition int32) (int64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	next, ok := t.next[partition]
+	return next, ok
 }
 
 // seen reports whether msg's record was dispatched before, and records it

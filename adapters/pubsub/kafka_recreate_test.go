@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
@@ -139,4 +140,58 @@ func TestKafkaConsumerGroupDeliversAfterTheTopicIsRecreated(t *testing.T) {
 		}
 	}
 	assert.GreaterOrEqual(t, counterValue(t, reg, "statusbroadcaster_offset_anomalies_total", "backwards"), 1.0, "counted")
+}
+
+// A recreated topic where one partition had never held a record: that
+// partition's consumer carries on (its offset, 0, is still valid), so
+// watermill-kafka does not reconnect, and the consumers of the others have
+// ended (their offsets are out of range). The gateway's partition check
+// sees those partitions' logs end below what it dispatched and reads them
+// itself. (They used to stay silent until the gateway restarted.)
+func TestKafkaGatewayReadsEveryPartitionOfARecreatedTopic(t *testing.T) {
+	cluster := startKafka(t)
+	const topic = "recreated-partly"
+	createTopic(t, cluster, topic, testPartitions)
+	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{},
+		pubsub.KafkaConfig{Topic: topic, ReconnectBackoff: 100 * time.Millisecond, PartitionCheck: 100 * time.Millisecond})
+	in := kafkaInbox(t, bus)
+	awaitReady(t, bus)
+	producer := manualProducer(t, cluster, topic)
+	var records []*kgo.Record // 100 on each of partitions 0 to 2; partition 3 stays empty
+	for n := range 300 {
+		p := int32(n % 3)
+		records = append(records, eventRecord(t, fmt.Sprintf("partly-%d", p), n, p, time.Now()))
+	}
+	require.NoError(t, producer.ProduceSync(context.Background(), records...).FirstErr())
+	for range 300 {
+		nextEvent(t, in, 20*time.Second)
+	}
+
+	deleteTopic(t, cluster, topic)
+	createTopic(t, cluster, topic, testPartitions)
+	recreated := time.Now()
+	after := manualProducer(t, cluster, topic)
+	// Every partition gets a record every 20ms until the gateway has one
+	// from each.
+	got := map[int32]bool{}
+	for n := 0; len(got) < testPartitions; n++ {
+		require.Less(t, time.Since(recreated), 30*time.Second, "partitions heard from after the recreation: %v", got)
+		for p := range int32(testPartitions) {
+			require.NoError(t, after.ProduceSync(context.Background(), eventRecord(t, fmt.Sprintf("after-%d", p), n, p, time.Now())).FirstErr())
+		}
+		deadline := time.After(20 * time.Millisecond)
+	drain:
+		for {
+			select {
+			case ev := <-in.Events():
+				var p int32
+				if _, err := fmt.Sscanf(ev.Project.ID, "after-%d", &p); err == nil {
+					got[p] = true
+				}
+			case <-deadline:
+				break drain
+			}
+		}
+	}
+	t.Logf("every partition heard from %s after the recreation", time.Since(recreated).Round(time.Millisecond))
 }
