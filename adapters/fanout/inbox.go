@@ -26,6 +26,7 @@ type Inbox struct {
 	stop    chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
+	read    readMark // how far the reader has got; see Received
 }
 
 // NewInbox returns an inbox with no topics. Close it when done.
@@ -53,6 +54,7 @@ const pumpBatch = 256
 // the channel and closes it when the inbox ends.
 func (in *Inbox) pump() {
 	defer in.wg.Done()
+	defer in.read.poke()
 	defer close(in.exited)
 	defer close(in.events)
 	var batch []*Entry
@@ -108,6 +110,7 @@ func (in *Inbox) deliver(e *Entry) bool {
 		}
 		select {
 		case in.events <- ev:
+			in.read.advance(e.Seq)
 			return true
 		case <-in.changed:
 			// Re-check: an unsubscribe may have removed e's topic.
@@ -163,6 +166,64 @@ func (in *Inbox) remove(t domain.Topic) {
 	select {
 	case in.changed <- struct{}{}:
 	case <-in.exited:
+	}
+	in.read.poke()
+}
+
+// Received returns the Seq of the last entry this inbox handed to its
+// reader, and a channel that is closed when that changes, when a topic is
+// removed, or when the inbox ends. Entries reach the reader in Seq order,
+// so every entry queued for the inbox up to that Seq has been received,
+// superseded by a newer event of its project that was, or dropped by an
+// unsubscribe (which a caller that needs to know must tell apart itself).
+// A consumer that acknowledges what its readers got (a Kafka consumer
+// group) waits on it.
+func (in *Inbox) Received() (seq uint64, changed <-chan struct{}) { return in.read.get() }
+
+// Done is closed once the inbox has ended and its channel is closed; from
+// then on Received no longer changes.
+func (in *Inbox) Done() <-chan struct{} { return in.exited }
+
+// Selects reports whether an event of projectID matches one of the
+// inbox's topics.
+func (in *Inbox) Selects(projectID string) bool { return in.sub.Selects(projectID) }
+
+// readMark is the Seq an inbox's reader has got to, with a wake-up for
+// those waiting on it. The channel is made only when someone waits, so an
+// inbox nobody watches pays a lock per event and nothing more.
+type readMark struct {
+	mu   sync.Mutex
+	seq  uint64
+	wake chan struct{}
+}
+
+func (m *readMark) get() (uint64, <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.wake == nil {
+		m.wake = make(chan struct{})
+	}
+	return m.seq, m.wake
+}
+
+func (m *readMark) advance(seq uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.seq = max(m.seq, seq)
+	m.wakeLocked()
+}
+
+// poke wakes the waiters without a change of Seq.
+func (m *readMark) poke() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.wakeLocked()
+}
+
+func (m *readMark) wakeLocked() {
+	if m.wake != nil {
+		close(m.wake)
+		m.wake = nil
 	}
 }
 

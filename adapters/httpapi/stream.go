@@ -61,14 +61,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	if !s.maySubscribe(w, r, topics) {
 		return
 	}
-	snapshot := true
-	if v := r.URL.Query().Get("snapshot"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "snapshot must be true or false")
-			return
-		}
-		snapshot = b
+	snapshot, ok := snapshotParam(r)
+	if !ok {
+		writeError(w, http.StatusBadRequest, "snapshot must be true or false")
+		return
 	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {

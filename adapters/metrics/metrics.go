@@ -30,6 +30,7 @@ type Metrics struct {
 	openStreams       prometheus.Gauge
 	rejectedStreams   prometheus.Counter
 	duplicateMessages prometheus.Counter
+	offsetAnomalies   *prometheus.CounterVec
 
 	// HTTP hardening.
 	rejectedRequests *prometheus.CounterVec
@@ -58,7 +59,7 @@ func New(reg prometheus.Registerer, queueDepth func() float64) *Metrics {
 		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "events_dropped_total",
-			Help: "Events the outbox gave up on, by reason (coalesced: superseded by a newer event of the same project; evicted: outbox full; closed: broadcast after close or not flushed before the close deadline).",
+			Help: "Events the outbox gave up on, by reason (coalesced: superseded by a newer event of the same project; evicted: outbox full; closed: broadcast after close or not flushed before the close deadline; rejected: refused for good by the pub/sub, such as a record too large for the topic).",
 		}, []string{"reason"}),
 		invalid: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "events_invalid_total",
@@ -72,6 +73,10 @@ func New(reg prometheus.Registerer, queueDepth func() float64) *Metrics {
 			Namespace: namespace, Name: "duplicate_messages_total",
 			Help: "Messages received again (a consumer restart re-reading an offset); skipped.",
 		}),
+		offsetAnomalies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "offset_anomalies_total",
+			Help: "Kafka partitions whose offsets jumped, by reason (backwards: below what was dispatched, the topic recreated or truncated, tracking reset; log_start_passed: records deleted before they were read).",
+		}, []string{"reason"}),
 		dispatched: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "events_dispatched_total",
 			Help: "Events received from the pub/sub by the router and fanned out.",
@@ -109,6 +114,7 @@ func New(reg prometheus.Registerer, queueDepth func() float64) *Metrics {
 		reg.MustRegister(m.broadcast, m.published, m.publishFailed, m.publishBatches, m.dropped,
 			m.invalid, m.badMessages, m.duplicateMessages, m.dispatched, m.delivered, m.coalesced,
 			m.subscribersEnded, m.subscriptions, m.openStreams, m.rejectedStreams, m.rejectedRequests)
+		reg.MustRegister(m.offsetAnomalies)
 		if queueDepth != nil {
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Namespace: namespace, Name: "outbox_queue_depth",
@@ -166,6 +172,14 @@ func (m *Metrics) BadMessage() {
 func (m *Metrics) DuplicateMessage() {
 	if m != nil {
 		m.duplicateMessages.Inc()
+	}
+}
+
+// OffsetAnomaly counts a partition whose offsets jumped: reason is
+// "backwards" or "log_start_passed".
+func (m *Metrics) OffsetAnomaly(reason string) {
+	if m != nil {
+		m.offsetAnomalies.WithLabelValues(reason).Inc()
 	}
 }
 

@@ -44,6 +44,13 @@ type Config struct {
 	// When the pub/sub is failing or stuck it does not wait at all. Default
 	// 5ms, which keeps every broadcast call well under 10ms.
 	FullWait time.Duration
+	// MaxMessageBytes is the largest record an event may make on the
+	// pub/sub (Kafka: the record's size as the producer measures it, key,
+	// value and headers). Broadcast* rejects a larger event at once, with
+	// domain.ErrInvalidEvent, rather than let it fail at every publish
+	// attempt. Default 1 MiB, the Kafka producer's default; NewKafka uses
+	// the lower of this and KafkaConfig.MaxMessageBytes.
+	MaxMessageBytes int
 	// InboxQueueSize bounds the queue of each Inbox. Default 16,384.
 	InboxQueueSize int
 	// Hub configures the fan-out: history, latest-state cache, default
@@ -65,15 +72,29 @@ type Config struct {
 	// Ready, when set, is part of the readiness check: the Bus is ready
 	// when its router runs and Ready returns nil (Kafka: a broker answers).
 	Ready func(context.Context) error
-	// HoldUntilSubscribed holds every message back, unacknowledged, until
-	// an inbox of this Bus subscribes to a topic for the first time. A
-	// consumer of a durable log that commits what it acknowledges (a Kafka
-	// consumer group) must not let events go by before its subscriber is
-	// there. NewKafka sets it for a named consumer group.
-	HoldUntilSubscribed bool
+	// AckAfterRead acknowledges a message only once a reader has received
+	// it from an inbox, and holds every message back, unacknowledged, while
+	// no inbox of this Bus selects a topic (before the first subscribes, or
+	// after the last has closed or unsubscribed). A consumer of a durable
+	// log that commits what it acknowledges (a Kafka consumer group) is then
+	// at least once up to the reader: what a reader has not received is
+	// never committed. Watermill's Kafka subscriber hands over the next
+	// message of a partition only once the previous one is acknowledged, so
+	// each partition waits for the reader (measured: no throughput lost on
+	// kfake, see BENCHMARKS.md). A reader that stops reading stops the
+	// consumption of the partitions whose events it holds: backpressure,
+	// not coalescing, and never the end of the inbox (its queue holds at
+	// most one event per partition). An event that no subscribed inbox
+	// selects is acknowledged at once. NewKafka sets it for a named
+	// consumer group.
+	AckAfterRead bool
 	// CloseTimeout bounds how long closing the router may take. Default 5s.
 	CloseTimeout time.Duration
 }
+
+// DefaultMaxMessageBytes is the default of Config.MaxMessageBytes and
+// KafkaConfig.MaxMessageBytes: 1 MiB, the Kafka producer's default.
+const DefaultMaxMessageBytes = 1 << 20
 
 var topicPattern = regexp.MustCompile(`^[a-z0-9._-]{1,249}$`)
 
@@ -95,6 +116,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.InboxQueueSize <= 0 {
 		c.InboxQueueSize = 16_384
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 	if c.FullWait <= 0 {
 		c.FullWait = 5 * time.Millisecond
@@ -135,7 +159,7 @@ type Bus struct {
 	closeOnce  sync.Once
 	closeErr   error
 	closed     chan struct{}
-	hold       hold // see Config.HoldUntilSubscribed
+	readers    *readers // see Config.AckAfterRead
 
 	// uuids skips repeated UUIDs (Config.DedupeUUIDs); nil when off.
 	uuids *uuidWindow
@@ -175,7 +199,7 @@ func New(cfg Config, pub message.Publisher, sub message.Subscriber, logger *slog
 		stopRouter: stopRouter,
 		routerDone: make(chan struct{}),
 		closed:     make(chan struct{}),
-		hold:       newHold(cfg.HoldUntilSubscribed),
+		readers:    newReaders(cfg.AckAfterRead),
 	}
 	if cfg.DedupeUUIDs > 0 {
 		b.uuids = newUUIDWindow(cfg.DedupeUUIDs)
@@ -220,8 +244,10 @@ func watermillLogger(logger *slog.Logger) watermill.LoggerAdapter {
 // A bad message is logged, counted and acknowledged, so it never stops the
 // stream.
 func (b *Bus) handle(msg *message.Message) error {
-	if err := b.hold.wait(b.closed); err != nil {
-		return err // not acknowledged: redelivered to whoever consumes next
+	if b.cfg.AckAfterRead {
+		if err := b.readers.awaitListener(b.closed); err != nil {
+			return err // not acknowledged: redelivered to whoever consumes next
+		}
 	}
 	if b.cfg.Dedupe != nil && b.cfg.Dedupe(msg) {
 		b.cfg.Metrics.DuplicateMessage()
@@ -236,6 +262,9 @@ func (b *Bus) handle(msg *message.Message) error {
 		b.cfg.Metrics.BadMessage()
 		b.log.Warn("skipping bad message", "error", err, "message_uuid", msg.UUID, "topic", b.cfg.Topic)
 		return nil
+	}
+	if b.cfg.AckAfterRead {
+		return b.readers.deliver(b.hub, ev, data, b.closed)
 	}
 	b.hub.Dispatch(ev, data)
 	return nil
@@ -272,7 +301,7 @@ func (b *Bus) NewInbox() (ports.Inbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	return b.hold.wrap(in), nil
+	return b.readers.wrap(in), nil
 }
 
 // Subscribe registers a subscription on the fan-out hub with a snapshot

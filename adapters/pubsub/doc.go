@@ -14,7 +14,10 @@
 // Broadcasting goes through an outbox: the call validates, encodes and
 // queues the event and returns in microseconds, whatever the pub/sub does. A
 // background loop publishes in batches, in order, retrying with backoff; a
-// failure is logged and counted, never returned. The outbox is bounded and
+// failure is logged and counted, never returned; an event the pub/sub
+// refuses for good (too large, invalid, forbidden) is dropped, logged and
+// counted rather than retried, and one whose record would exceed
+// Config.MaxMessageBytes is rejected by the call. The outbox is bounded and
 // coalesces to the latest event per project when it fills up (package
 // coalesce), so an outage costs intermediate states, never the latest one.
 //

@@ -63,8 +63,9 @@ type KafkaConfig struct {
 	// A name makes the Bus a member of that consumer group: the group's
 	// members share the partitions and the group's committed offsets
 	// survive restarts — what a backend consumer needs. Such a Bus
-	// delivers (and so commits) nothing before one of its inboxes first
-	// subscribes (Config.HoldUntilSubscribed).
+	// acknowledges (and so commits) a record only once a reader has
+	// received it from an inbox, and nothing while no inbox is subscribed
+	// (Config.AckAfterRead).
 	ConsumerGroup string
 	// InitialOffset is where reading starts when there is no committed
 	// offset (always, in gateway mode). Default OffsetNewest.
@@ -87,6 +88,14 @@ type KafkaConfig struct {
 	// again after they became unreachable (consumer side; the producer
 	// side is retried by the outbox). Default 1s.
 	ReconnectBackoff time.Duration
+	// MaxMessageBytes is the largest record the producer sends (Sarama's
+	// Producer.MaxMessageBytes: key, value and headers). An event whose
+	// record would be larger is rejected when it is broadcast, with
+	// domain.ErrInvalidEvent (see Config.MaxMessageBytes). Keep it at or
+	// below the topic's max.message.bytes (Kafka's default: 1 MiB plus
+	// 12 bytes); a record the broker refuses all the same is dropped,
+	// logged and counted, never retried. Default DefaultMaxMessageBytes.
+	MaxMessageBytes int
 	// PartitionCheck is how often the consumer checks the topic for
 	// partitions added since it began reading. A gateway (no
 	// ConsumerGroup) then reads the new ones from their oldest offset (see
@@ -122,6 +131,9 @@ func (k *KafkaConfig) setDefaults(busTopic string) {
 	}
 	if k.PartitionCheck == 0 {
 		k.PartitionCheck = time.Minute
+	}
+	if k.MaxMessageBytes <= 0 {
+		k.MaxMessageBytes = DefaultMaxMessageBytes
 	}
 }
 
@@ -202,6 +214,7 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 		c.Producer.Retry.Max = 5
 		c.Producer.Return.Successes = true
 		c.Producer.Return.Errors = true
+		c.Producer.MaxMessageBytes = k.MaxMessageBytes
 		// Every event of a project lands on one partition: the key is the
 		// project id, hashed with murmur2 like the Java client (and
 		// franz-go), so records another producer writes for a project land
@@ -279,6 +292,9 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 		return nil, err
 	}
 	cfg.Topic = kcfg.Topic
+	if cfg.MaxMessageBytes <= 0 || cfg.MaxMessageBytes > kcfg.MaxMessageBytes {
+		cfg.MaxMessageBytes = kcfg.MaxMessageBytes
+	}
 	if cfg.RetryMax <= 0 {
 		// A failed attempt already spent Sarama's own retries (a second or
 		// more): retry at least every second, so that publishing resumes
@@ -301,6 +317,19 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 		return nil, fmt.Errorf("kafka: subscriber: %w", err)
 	}
 	offsets := newOffsetTracker()
+	offsets.newest = func(partition int32) (int64, error) { return kcfg.partitionOffset(partition, sarama.OffsetNewest) }
+	offsets.oldest = func(partition int32) (int64, error) { return kcfg.partitionOffset(partition, sarama.OffsetOldest) }
+	offsets.logStartPassed = func(partition int32, expected, oldest, offset int64) {
+		cfg.Metrics.OffsetAnomaly("log_start_passed")
+		logger.Warn("kafka partition's log start passed what this Bus had read: records deleted before they were delivered",
+			"partition", partition, "expected_offset", expected, "oldest_offset", oldest, "offset", offset, "lost_at_most", oldest-expected)
+	}
+	offsets.wentBackwards = func(partition int32, offset, dispatched, newest int64) {
+		// Once per partition each time: its tracking starts again here.
+		cfg.Metrics.OffsetAnomaly("backwards")
+		logger.Warn("kafka partition offsets went backwards (topic recreated or truncated?): delivering its records again from here",
+			"partition", partition, "offset", offset, "dispatched_up_to", dispatched, "newest_offset", newest)
+	}
 	var watch *partitionWatch
 	if kcfg.ConsumerGroup == "" {
 		watch = &partitionWatch{
@@ -310,6 +339,7 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 				consumerDialer.install(conf)
 				return sarama.NewClient(kcfg.Brokers, conf)
 			},
+			dispatched: offsets.nextOf,
 		}
 	}
 	sub := newRetryingSubscriber(inner, consumerDialer, kcfg.ConsumerGroup != "", kcfg.partitionCount, watch, kcfg.ReconnectBackoff, logger)
@@ -317,9 +347,9 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 	probe := newBrokerProbe(kcfg)
 
 	if kcfg.ConsumerGroup != "" {
-		// The group commits what the Bus acknowledges: nothing may go by
-		// before the backend's first inbox subscribes.
-		cfg.HoldUntilSubscribed = true
+		// The group commits what the Bus acknowledges: only what a reader
+		// has received.
+		cfg.AckAfterRead = true
 	}
 	userDedupe, userReady := cfg.Dedupe, cfg.Ready
 	cfg.Dedupe = func(msg *message.Message) bool {

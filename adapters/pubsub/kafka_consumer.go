@@ -184,12 +184,13 @@ func (s *retryingSubscriber) subscribe(ctx context.Context, topic string) (*read
 func (s *retryingSubscriber) forward(ctx context.Context, topic string, r *reading, out chan<- *message.Message) {
 	defer r.stop()
 	watching := s.watch != nil && s.watch.every > 0
+	taken := &takenPartitions{set: map[int32]bool{}} // partitions below r.partitions the watch took over
 	if watching {
 		// The watch ends with forward, or as soon as the subscriber closes.
 		watchCtx, endWatch := context.WithCancel(ctx)
 		stop := context.AfterFunc(s.life, endWatch)
 		var watch sync.WaitGroup
-		watch.Go(func() { s.watchPartitions(watchCtx, topic, r.partitions, out) })
+		watch.Go(func() { s.watchPartitions(watchCtx, topic, r.partitions, taken, out) })
 		defer func() {
 			endWatch()
 			stop()
@@ -202,7 +203,7 @@ func (s *retryingSubscriber) forward(ctx context.Context, topic string, r *readi
 			if !ok {
 				return
 			}
-			if p, ok := kafka.MessagePartitionFromCtx(msg.Context()); ok && watching && int(p) >= r.partitions {
+			if p, ok := kafka.MessagePartitionFromCtx(msg.Context()); ok && watching && (int(p) >= r.partitions || taken.has(p)) {
 				// A partition the watch reads: watermill-kafka read the
 				// partition list after the count, or reconnected (from the
 				// newest offset). One reader per partition keeps its order.
@@ -260,12 +261,56 @@ func (s *retryingSubscriber) abort() { s.dialer.cut() }
 // lags behind what was read. Records are dispatched in offset order per
 // partition (watermill-kafka waits for each acknowledgement, and so does
 // the partition watch), so one number per partition is enough.
+//
+// A record below that number is not always a repeat: when the topic is
+// deleted and recreated, or truncated, a partition's offsets start again
+// from below what was dispatched, and its new records would be skipped for
+// good. So before it skips one, the tracker asks the broker for the
+// partition's newest offset (newest; the answer is reused for
+// verifyFor): a log that now ends below what was dispatched went
+// backwards. It then resets the partition's tracking, calls
+// wentBackwards (which logs and counts it) and delivers the record.
+//
+// A record above that number (a gap: compaction, transaction markers, or
+// records deleted before they were read) makes it ask for the partition's
+// oldest offset, at most once per verifyFor: a log start past what was
+// dispatched means records were deleted before this Bus read them, which
+// it reports to logStartPassed.
 type offsetTracker struct {
-	mu   sync.Mutex
-	next map[int32]int64
+	newest         func(partition int32) (int64, error) // nil: never ask, every lower offset is a repeat
+	wentBackwards  func(partition int32, offset, dispatched, newest int64)
+	oldest         func(partition int32) (int64, error) // nil: gaps are not checked
+	logStartPassed func(partition int32, expected, oldest, offset int64)
+
+	mu         sync.Mutex
+	next       map[int32]int64
+	verified   map[int32]verification
+	gapChecked map[int32]time.Time
 }
 
-func newOffsetTracker() *offsetTracker { return &offsetTracker{next: map[int32]int64{}} }
+// verification is a partition's newest offset, as the broker said at a
+// time.
+type verification struct {
+	newest int64
+	at     time.Time
+}
+
+// verifyFor is how long an answer about a partition's newest offset is
+// reused: a burst of repeats (a rebalance) costs one request.
+const verifyFor = time.Second
+
+func newOffsetTracker() *offsetTracker {
+	return &offsetTracker{next: map[int32]int64{}, verified: map[int32]verification{}, gapChecked: map[int32]time.Time{}}
+}
+
+// nextOf returns the offset after the last record of partition
+// dispatched, if any was.
+func (t *offsetTracker) nextOf(partition int32) (int64, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	next, ok := t.next[partition]
+	return next, ok
+}
 
 // seen reports whether msg's record was dispatched before, and records it
 // as dispatched when it was not. A message without Kafka position is never
@@ -281,10 +326,44 @@ func (t *offsetTracker) seen(msg *message.Message) bool {
 func (t *offsetTracker) seenAt(partition int32, offset int64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if next, ok := t.next[partition]; ok && offset < next {
+	next, ok := t.next[partition]
+	if ok && offset > next && t.oldest != nil && time.Since(t.gapChecked[partition]) > verifyFor {
+		t.gapChecked[partition] = time.Now()
+		t.mu.Unlock() // as below
+		oldest, err := t.oldest(partition)
+		t.mu.Lock()
+		if err == nil && oldest > next {
+			t.logStartPassed(partition, next, oldest, offset)
+		}
+	}
+	if !ok || offset >= next {
+		t.next[partition] = offset + 1
+		return false
+	}
+	if t.newest == nil {
 		return true
 	}
+	v, ok := t.verified[partition]
+	if !ok || time.Since(v.at) > verifyFor {
+		// Not under the lock: one partition's question must not hold the
+		// others up. Records of one partition come one at a time, so its
+		// tracking does not change meanwhile.
+		t.mu.Unlock()
+		newest, err := t.newest(partition)
+		t.mu.Lock()
+		if err != nil {
+			return true // cannot tell: skip it, as a repeat
+		}
+		v = verification{newest: newest, at: time.Now()}
+		t.verified[partition] = v
+		next = t.next[partition]
+	}
+	if v.newest >= next || offset >= next {
+		return offset < next // a repeat: the log still holds what was dispatched
+	}
 	t.next[partition] = offset + 1
+	delete(t.verified, partition)
+	t.wentBackwards(partition, offset, next-1, v.newest)
 	return false
 }
 
@@ -334,6 +413,24 @@ func (k KafkaConfig) partitionCount(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("kafka: topic %q has no partitions", k.Topic)
 	}
 	return len(partitions), nil
+}
+
+// partitionOffset returns sarama.OffsetNewest (the offset the next record
+// of a partition of the topic will get) or sarama.OffsetOldest (its first
+// retained record's), as a broker answers within probeTimeout.
+func (k KafkaConfig) partitionOffset(partition int32, which int64) (int64, error) {
+	ctx, cancel := context.WithTimeoutCause(context.Background(), probeTimeout, errNoAnswer)
+	defer cancel()
+	conf := k.sarama(roleProbe)
+	d := useDialer(conf)
+	stop := context.AfterFunc(ctx, d.cut)
+	defer stop()
+	client, err := sarama.NewClient(k.Brokers, conf)
+	if err != nil {
+		return 0, fmt.Errorf("kafka: no broker answers: %w", err)
+	}
+	defer func() { _ = client.Close() }()
+	return client.GetOffset(k.Topic, partition, which)
 }
 
 // brokerProbe checks that a broker answers and knows the topic, for the

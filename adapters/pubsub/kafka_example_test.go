@@ -52,7 +52,8 @@ func ExampleNewKafka_consumerGroup() {
 	defer billing.Close(ctx)
 	inbox, _ := billing.NewInbox()
 	defer inbox.Close()
-	// Nothing is consumed (or committed) before the first subscription.
+	// Nothing is committed before the first subscription, nor anything
+	// this loop has not received.
 	_ = inbox.SubscribeToAllProjects()
 
 	for range 3 {

@@ -45,6 +45,85 @@ func TestOffsetTrackerSkipsOffsetsAlreadyDispatched(t *testing.T) {
 	assert.False(t, tr.seen(message.NewMessage("x", nil)), "a message without a Kafka position is never a duplicate")
 }
 
+// Offsets below what was dispatched are a repeat while the partition's log
+// still reaches past them, and a log that went backwards (a recreated or
+// truncated topic) otherwise: then the tracking starts again there.
+func TestOffsetTrackerNoticesOffsetsGoingBackwards(t *testing.T) {
+	tr := newOffsetTracker()
+	newest, asked := int64(10), 0
+	var err error
+	tr.newest = func(int32) (int64, error) { asked++; return newest, err }
+	var resets []string
+	tr.wentBackwards = func(partition int32, offset, dispatched, newest int64) {
+		resets = append(resets, fmt.Sprintf("%d:%d<=%d/%d", partition, offset, dispatched, newest))
+	}
+	for o := range int64(10) {
+		require.False(t, tr.seenAt(0, o))
+	}
+	assert.True(t, tr.seenAt(0, 3), "a repeat: the log still ends at 10")
+	assert.True(t, tr.seenAt(0, 4), "a repeat, and the answer is reused")
+	assert.Equal(t, 1, asked)
+
+	tr.verified = map[int32]verification{} // later on: the topic was recreated, 2 records so far
+	newest = 2
+	assert.False(t, tr.seenAt(0, 0), "the log went backwards: delivered")
+	assert.Equal(t, []string{"0:0<=9/2"}, resets)
+	assert.False(t, tr.seenAt(0, 1), "and the partition goes on from there")
+	assert.True(t, tr.seenAt(0, 1))
+
+	tr.verified = map[int32]verification{}
+	err = fmt.Errorf("no broker")
+	assert.True(t, tr.seenAt(0, 0), "cannot tell: skipped as a repeat")
+	assert.Len(t, resets, 1)
+}
+
+// Which produce errors drop a record for good, and which are retried.
+func TestPermanentProduceErrors(t *testing.T) {
+	for _, err := range []error{
+		sarama.ErrMessageSizeTooLarge, sarama.ErrMessageSetSizeTooLarge, sarama.ErrInvalidRecord,
+		sarama.ErrInvalidTimestamp, sarama.ErrPolicyViolation, sarama.ErrTopicAuthorizationFailed,
+		sarama.ErrInvalidTopic, sarama.ErrUnsupportedForMessageFormat,
+		sarama.ConfigurationError("Attempt to produce message larger than configured Producer.MaxMessageBytes: 1100748 > 1048576"),
+		fmt.Errorf("wrapped: %w", sarama.ErrPolicyViolation),
+	} {
+		assert.True(t, permanent(err), "%v is permanent", err)
+	}
+	for _, err := range []error{
+		sarama.ErrNotEnoughReplicas, sarama.ErrNotLeaderForPartition, sarama.ErrRequestTimedOut,
+		sarama.ErrUnknown, sarama.ErrOutOfBrokers, sarama.ErrBrokerNotAvailable, sarama.ErrClusterAuthorizationFailed,
+		sarama.ErrOutOfOrderSequenceNumber, fmt.Errorf("connection reset"),
+	} {
+		assert.False(t, permanent(err), "%v may pass: retried", err)
+	}
+}
+
+// A gap in a partition's offsets makes the tracker check the log start (at
+// most once a second): past what it expected, records were deleted before
+// they were read.
+func TestOffsetTrackerNoticesTheLogStartPassingWhatWasRead(t *testing.T) {
+	tr := newOffsetTracker()
+	oldest, asked := int64(0), 0
+	tr.oldest = func(int32) (int64, error) { asked++; return oldest, nil }
+	var passed []string
+	tr.logStartPassed = func(partition int32, expected, oldest, offset int64) {
+		passed = append(passed, fmt.Sprintf("%d:%d/%d/%d", partition, expected, oldest, offset))
+	}
+	require.False(t, tr.seenAt(0, 0))
+	require.False(t, tr.seenAt(0, 1))
+	require.False(t, tr.seenAt(0, 5), "a gap (compaction): delivered")
+	assert.Equal(t, 1, asked)
+	assert.Empty(t, passed, "the log still starts before the gap")
+	require.False(t, tr.seenAt(0, 9))
+	assert.Equal(t, 1, asked, "at most one question a second")
+
+	tr.gapChecked = map[int32]time.Time{} // later on: retention deleted records 10 to 49 unread
+	oldest = 50
+	require.False(t, tr.seenAt(0, 50))
+	assert.Equal(t, []string{"0:10/50/50"}, passed)
+	require.False(t, tr.seenAt(0, 51), "no gap: no question")
+	assert.Equal(t, 2, asked)
+}
+
 func TestLenientUnmarshalerNeverFails(t *testing.T) {
 	for _, rec := range []*sarama.ConsumerMessage{
 		{Topic: "t", Partition: 2, Offset: 7, Value: []byte("\x00\xffnot json")},
@@ -178,8 +257,9 @@ func headerValue(r *kgo.Record, key string) string {
 	return ""
 }
 
-// rejectProduce answers a produce request with a non-retriable error for
-// every partition.
+// rejectProduce answers a produce request with an error for every
+// partition that Sarama does not retry itself but that is not known to be
+// permanent (UNKNOWN_SERVER_ERROR): the outbox retries it.
 func rejectProduce(req *kmsg.ProduceRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 	for _, rt := range req.Topics {
@@ -188,7 +268,7 @@ func rejectProduce(req *kmsg.ProduceRequest) kmsg.Response {
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewProduceResponseTopicPartition()
 			sp.Partition = rp.Partition
-			sp.ErrorCode = kerr.InvalidRecord.Code
+			sp.ErrorCode = kerr.UnknownServerError.Code
 			st.Partitions = append(st.Partitions, sp)
 		}
 		resp.Topics = append(resp.Topics, st)

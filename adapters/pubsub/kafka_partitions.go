@@ -17,6 +17,28 @@ type partitionWatch struct {
 	// newClient makes a Sarama client with the consumer's settings that
 	// connects through the subscriber's dialer (so Close cuts it too).
 	newClient func() (sarama.Client, error)
+	// dispatched returns the offset after the last record of a partition
+	// the Bus dispatched (ok false when it dispatched none).
+	dispatched func(partition int32) (next int64, ok bool)
+}
+
+// takenPartitions are the partitions watermill-kafka was reading that the
+// watch took over (see watchPartitions). It is safe for concurrent use.
+type takenPartitions struct {
+	mu  sync.Mutex
+	set map[int32]bool
+}
+
+func (t *takenPartitions) has(p int32) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.set[p]
+}
+
+func (t *takenPartitions) add(p int32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.set[p] = true
 }
 
 // nackResend is how long a partition the watch reads waits before it hands
@@ -33,7 +55,14 @@ const nackResend = 100 * time.Millisecond
 // keeps reading the partitions it had; forward drops what it reads of the
 // others, so that each partition has one reader. It returns when ctx ends,
 // once its readers have stopped.
-func (s *retryingSubscriber) watchPartitions(ctx context.Context, topic string, known int, out chan<- *message.Message) {
+//
+// It also takes over, the same way, a partition of watermill-kafka's whose
+// log now ends below what the Bus dispatched (the topic was recreated or
+// truncated): the Sarama consumer of that partition has given up (its
+// offset is out of range), and watermill-kafka reconnects only once all of
+// them have, which a partition that never had a record prevents.
+// forward then drops what watermill-kafka reads of it.
+func (s *retryingSubscriber) watchPartitions(ctx context.Context, topic string, known int, taken *takenPartitions, out chan<- *message.Message) {
 	var readers sync.WaitGroup
 	defer readers.Wait()
 	t := time.NewTicker(s.watch.every)
@@ -45,6 +74,7 @@ func (s *retryingSubscriber) watchPartitions(ctx context.Context, topic string, 
 		case <-ctx.Done():
 			return
 		}
+		s.takeOverStranded(ctx, topic, known, taken, out, &readers)
 		n, err := s.count(ctx)
 		switch {
 		case err != nil || n == known:
@@ -69,6 +99,43 @@ func (s *retryingSubscriber) watchPartitions(ctx context.Context, topic string, 
 		}
 		s.log.Info("kafka topic has new partitions: reading them from their oldest offset", "partitions", n, "was", known)
 		known = n
+	}
+}
+
+// takeOverStranded reads, from their oldest offset, the partitions below
+// known (watermill-kafka's) not taken yet whose newest offset is below
+// what the Bus dispatched: their consumers have given up.
+func (s *retryingSubscriber) takeOverStranded(ctx context.Context, topic string, known int, taken *takenPartitions, out chan<- *message.Message, readers *sync.WaitGroup) {
+	if s.watch.dispatched == nil {
+		return
+	}
+	var client sarama.Client
+	defer func() {
+		if client != nil {
+			_ = client.Close()
+		}
+	}()
+	for p := range int32(known) {
+		next, ok := s.watch.dispatched(p)
+		if !ok || next == 0 || taken.has(p) {
+			continue
+		}
+		if client == nil {
+			var err error
+			if client, err = s.watch.newClient(); err != nil {
+				return // the broker is away: try again at the next check
+			}
+		}
+		newest, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil || newest >= next {
+			continue
+		}
+		if err := s.readPartitions(ctx, topic, p, p+1, out, readers); err != nil {
+			continue
+		}
+		taken.add(p)
+		s.log.Warn("kafka partition ends below what this gateway dispatched (topic recreated or truncated?): reading it again from its oldest offset",
+			"partition", p, "newest_offset", newest, "dispatched_up_to", next-1)
 	}
 }
 

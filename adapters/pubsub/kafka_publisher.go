@@ -90,16 +90,17 @@ func (p *batchPublisher) Publish(topic string, msgs ...*message.Message) error {
 	}
 
 	var waves [][]*sarama.ProducerMessage
+	rejected := map[string]error{}
 	perProject := map[string]int{}
 	for _, msg := range msgs {
 		if _, done := p.acked[msg.UUID]; done {
 			continue
 		}
-		rec, err := p.marshaler.Marshal(topic, msg)
+		rec, err := p.marshal(topic, msg)
 		if err != nil {
-			return fmt.Errorf("kafka: cannot marshal message %s: %w", msg.UUID, err)
+			rejected[msg.UUID] = err
+			continue
 		}
-		rec.Metadata = msg
 		project := msg.Metadata.Get(codec.MetadataProjectID)
 		wave := perProject[project]
 		perProject[project]++
@@ -109,20 +110,52 @@ func (p *batchPublisher) Publish(topic string, msgs ...*message.Message) error {
 		waves[wave] = append(waves[wave], rec)
 	}
 	for _, wave := range waves {
-		if err := p.send(producer, wave); err != nil {
+		if err = p.send(producer, wave, rejected); err != nil {
 			if cerr := p.disconnect(); cerr != nil {
 				p.log.Debug("closing the failed kafka producer", "error", cerr)
 			}
-			return err
+			break
 		}
 	}
-	clear(p.acked)
-	return nil
+	if err == nil {
+		clear(p.acked)
+	}
+	if len(rejected) > 0 {
+		return &rejectedError{rejected: rejected, temporary: err}
+	}
+	return err
+}
+
+// marshal returns the record of msg, with msg as its metadata.
+func (p *batchPublisher) marshal(topic string, msg *message.Message) (*sarama.ProducerMessage, error) {
+	rec, err := p.marshaler.Marshal(topic, msg)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: cannot marshal message %s: %w", msg.UUID, err)
+	}
+	rec.Metadata = msg
+	return rec, nil
+}
+
+// recordSize returns the size of msg's record as the producer measures it
+// against Producer.MaxMessageBytes (see recordSizer); a message that
+// cannot be marshaled counts as 0 (publishing rejects it).
+func (p *batchPublisher) recordSize(msg *message.Message) int {
+	rec, err := p.marshaler.Marshal("", msg)
+	if err != nil {
+		return 0
+	}
+	version := 1
+	if p.conf.Version.IsAtLeast(sarama.V0_11_0_0) {
+		version = 2
+	}
+	return rec.ByteSize(version)
 }
 
 // send sends one wave: at most one record per project, so whatever part of
 // it fails, no record of a project can overtake an earlier one. It records
-// the acknowledged records in acked.
+// the acknowledged records in acked, and those the broker (or the
+// producer) refused for good in rejected. It fails when a record could not
+// be published for a reason that may pass (the outbox retries).
 //
 // Waves exist because Sarama does not stop at the first failure: the
 // records of one SendMessages call travel in several produce requests, and
@@ -130,25 +163,92 @@ func (p *batchPublisher) Publish(topic string, msgs ...*message.Message) error {
 // and lets the later ones through. Measured on kfake: a broker restart in
 // the middle of a call put a project's newer events on the topic before
 // its older ones.
-func (p *batchPublisher) send(producer sarama.SyncProducer, wave []*sarama.ProducerMessage) error {
-	err := producer.SendMessages(wave)
-	var perrs sarama.ProducerErrors
-	if err != nil && !errors.As(err, &perrs) {
-		return fmt.Errorf("kafka: produce: %w", err)
+//
+// A broker refuses a whole batch of a partition for one bad record (too
+// large for the topic's max.message.bytes, invalid, against a policy), and
+// Sarama reports that error for every record of the batch. So when several
+// records of a wave are refused for good, each is sent again alone: only
+// those refused alone are rejected.
+func (p *batchPublisher) send(producer sarama.SyncProducer, wave []*sarama.ProducerMessage, rejected map[string]error) error {
+	failed, err := p.sendAll(producer, wave)
+	if err != nil {
+		return err
 	}
-	failed := make(map[*sarama.ProducerMessage]bool, len(perrs))
-	for _, e := range perrs {
-		failed[e.Msg] = true
-	}
+	var suspects []*sarama.ProducerMessage
+	var temporary error
+	temporaries := 0
 	for _, rec := range wave {
-		if !failed[rec] {
+		ferr, bad := failed[rec]
+		switch {
+		case !bad:
 			p.acked[rec.Metadata.(*message.Message).UUID] = struct{}{}
+		case permanent(ferr):
+			suspects = append(suspects, rec)
+		default:
+			temporary = ferr
+			temporaries++
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("kafka: %d of %d records not acknowledged: %w", len(perrs), len(wave), perrs[0].Err)
+	if temporary != nil {
+		return fmt.Errorf("kafka: %d of %d records not acknowledged: %w", temporaries, len(wave), temporary)
+	}
+	if len(suspects) == 1 {
+		rejected[suspects[0].Metadata.(*message.Message).UUID] = failed[suspects[0]]
+		return nil
+	}
+	for _, rec := range suspects {
+		alone := &sarama.ProducerMessage{Topic: rec.Topic, Key: rec.Key, Value: rec.Value, Headers: rec.Headers, Metadata: rec.Metadata}
+		failed, err := p.sendAll(producer, []*sarama.ProducerMessage{alone})
+		if err != nil {
+			return err
+		}
+		uuid := rec.Metadata.(*message.Message).UUID
+		switch ferr, bad := failed[alone]; {
+		case !bad:
+			p.acked[uuid] = struct{}{}
+		case permanent(ferr):
+			rejected[uuid] = ferr
+		default:
+			return fmt.Errorf("kafka: a record not acknowledged: %w", ferr)
+		}
 	}
 	return nil
+}
+
+// sendAll sends records and returns the error of each that failed.
+func (p *batchPublisher) sendAll(producer sarama.SyncProducer, records []*sarama.ProducerMessage) (map[*sarama.ProducerMessage]error, error) {
+	err := producer.SendMessages(records)
+	var perrs sarama.ProducerErrors
+	if err != nil && !errors.As(err, &perrs) {
+		return nil, fmt.Errorf("kafka: produce: %w", err)
+	}
+	failed := make(map[*sarama.ProducerMessage]error, len(perrs))
+	for _, e := range perrs {
+		failed[e.Msg] = e.Err
+	}
+	return failed, nil
+}
+
+// permanent reports whether a record's produce error is for good: the
+// broker, or the producer, refuses the record itself, so sending it again
+// cannot succeed. Anything else (a broker down, a leader moving, a timeout,
+// an error we do not know) may pass, and is retried.
+func permanent(err error) bool {
+	var conf sarama.ConfigurationError // the producer's own checks, such as Producer.MaxMessageBytes
+	if errors.As(err, &conf) {
+		return true
+	}
+	var kerr sarama.KError
+	if !errors.As(err, &kerr) {
+		return false
+	}
+	switch kerr {
+	case sarama.ErrMessageSizeTooLarge, sarama.ErrMessageSetSizeTooLarge, sarama.ErrInvalidRecord,
+		sarama.ErrInvalidTimestamp, sarama.ErrPolicyViolation, sarama.ErrTopicAuthorizationFailed,
+		sarama.ErrInvalidTopic, sarama.ErrUnsupportedForMessageFormat:
+		return true
+	}
+	return false
 }
 
 // connect returns the producer, creating it first if needed. The caller

@@ -2,6 +2,7 @@ package pubsub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -25,6 +26,7 @@ type outbox struct {
 	metrics *metrics.Metrics
 	queue   *coalesce.Queue[*message.Message]
 	gate    <-chan struct{} // publishing starts when it is closed
+	size    func(*message.Message) int
 
 	// publishStart is when the pending Publish call started (UnixNano, 0
 	// when none is pending); failing is set while a batch is being retried.
@@ -54,14 +56,57 @@ func newOutbox(cfg Config, pub message.Publisher, gate <-chan struct{}, log *slo
 			return msg.Metadata.Get(codec.MetadataProjectID)
 		}),
 		gate:  gate,
+		size:  messageSize,
 		room:  make(chan struct{}),
 		stop:  make(chan struct{}),
 		abort: make(chan struct{}),
 		done:  make(chan struct{}),
 	}
+	if s, ok := pub.(recordSizer); ok {
+		o.size = s.recordSize
+	}
 	go o.run()
 	return o
 }
+
+// recordSizer is implemented by publishers that know how large the record
+// of a message is on their pub/sub (Kafka: key, value and headers, as the
+// producer measures them against its limit).
+type recordSizer interface {
+	recordSize(*message.Message) int
+}
+
+// messageSize is the size of a message where the publisher does not say:
+// its payload and metadata.
+func messageSize(msg *message.Message) int {
+	n := len(msg.UUID) + len(msg.Payload)
+	for k, v := range msg.Metadata {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// rejectedError is returned by a publisher whose pub/sub refused some
+// messages for good — too large, invalid, forbidden by a policy or an ACL:
+// publishing them again cannot succeed. The outbox drops them (logged with
+// their project, counted as dropped "rejected") and goes on with the
+// others. temporary, when set, is the failure of the call that stopped it
+// (the outbox retries the rest of the batch); otherwise every other
+// message was published.
+type rejectedError struct {
+	rejected  map[string]error // by message UUID
+	temporary error
+}
+
+func (e *rejectedError) Error() string {
+	msg := fmt.Sprintf("%d messages rejected for good", len(e.rejected))
+	if e.temporary != nil {
+		msg += "; " + e.temporary.Error()
+	}
+	return msg
+}
+
+func (e *rejectedError) Unwrap() error { return e.temporary }
 
 // enqueue validates and queues ev. Only invalid input, and a closed outbox
 // (domain.ErrBroadcasterClosed), are errors.
@@ -70,6 +115,11 @@ func (o *outbox) enqueue(ev domain.Event) error {
 	if err != nil {
 		o.metrics.Invalid()
 		return err
+	}
+	if size := o.size(msg); size > o.cfg.MaxMessageBytes {
+		o.metrics.Invalid()
+		return fmt.Errorf("%w: project %s: the event would make a record of %d bytes, over the limit of %d bytes (MaxMessageBytes); shorten it (the error message, the project's fields)",
+			domain.ErrInvalidEvent, ev.Project.ID, size, o.cfg.MaxMessageBytes)
 	}
 	var deadline time.Time
 	o.mu.Lock()
@@ -219,6 +269,10 @@ func (o *outbox) publish(batch []*message.Message) bool {
 		o.publishStart.Store(time.Now().UnixNano())
 		err := o.pub.Publish(o.cfg.Topic, batch...)
 		o.publishStart.Store(0)
+		if rejected := (*rejectedError)(nil); errors.As(err, &rejected) {
+			batch = o.dropRejected(batch, rejected)
+			err = rejected.temporary
+		}
 		if err == nil {
 			o.metrics.Published(len(batch))
 			if attempt > 1 {
@@ -244,6 +298,27 @@ func (o *outbox) publish(batch []*message.Message) bool {
 		}
 		backoff = min(2*backoff, o.cfg.RetryMax)
 	}
+}
+
+// dropRejected removes from batch the messages the pub/sub rejected for
+// good, and logs and counts each. The others keep their order.
+func (o *outbox) dropRejected(batch []*message.Message, rej *rejectedError) []*message.Message {
+	kept := batch[:0]
+	for _, msg := range batch {
+		err, bad := rej.rejected[msg.UUID]
+		if !bad {
+			kept = append(kept, msg)
+			continue
+		}
+		o.log.Error("event rejected by the pub/sub for good; dropped", "error", err,
+			"project_id", msg.Metadata.Get(codec.MetadataProjectID), "event", msg.Metadata.Get(codec.MetadataEventType),
+			"bytes", o.size(msg))
+	}
+	dropped := len(batch) - len(kept)
+	clear(batch[len(kept):])
+	o.metrics.Dropped("rejected", dropped)
+	o.inFlight.Store(int64(len(kept)))
+	return kept
 }
 
 // close stops accepting events and waits until the queue is flushed or ctx

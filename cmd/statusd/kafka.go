@@ -41,7 +41,7 @@ func (k *kafkaFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.saslUser, "kafka-sasl-user", "", "SASL/PLAIN user (use with TLS)")
 	fs.StringVar(&k.saslPassword, "kafka-sasl-password", "", "SASL/PLAIN password; prefer the STATUSD_KAFKA_SASL_PASSWORD variable")
 	fs.DurationVar(&k.partitionCheck, "kafka-partition-check", time.Minute,
-		"how often to look for partitions added to the topic (then the topic is re-read from its oldest offset, skipping what was read); negative: never")
+		"how often to look for partitions added to the topic; the gateway reads the new ones from their oldest offset. Negative: never; 0 is an error")
 }
 
 // config returns the pubsub.KafkaConfig the flags describe, validated.
@@ -56,6 +56,11 @@ func (k *kafkaFlags) config() (pubsub.KafkaConfig, error) {
 	}
 	if len(brokers) == 0 {
 		return pubsub.KafkaConfig{}, errors.New("--pubsub kafka needs --kafka-brokers")
+	}
+	if k.partitionCheck == 0 {
+		// pubsub.KafkaConfig takes 0 as "the default" (1m), which is not
+		// what --kafka-partition-check 0 would say.
+		return pubsub.KafkaConfig{}, errors.New("--kafka-partition-check 0: give how often to check (such as 1m), or a negative duration for never")
 	}
 	kc := pubsub.KafkaConfig{
 		Brokers:        brokers,

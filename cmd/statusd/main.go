@@ -298,30 +298,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		logger.Error("server failed", "error", err)
 	}
 
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.shutdown)
-	defer cancel()
 	stopDemo()
 	<-demoDone
-	var errs []error
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		errs = append(errs, fmt.Errorf("http shutdown: %w", err))
-	}
-	if metricsSrv != nil {
-		if err := metricsSrv.Shutdown(shutdownCtx); err != nil {
-			errs = append(errs, fmt.Errorf("metrics shutdown: %w", err))
-		}
-	}
-	if err := db.stopForwarding(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := bus.Close(shutdownCtx); err != nil {
-		errs = append(errs, fmt.Errorf("pub/sub close: %w", err))
-	}
-	if len(errs) > 0 {
-		logger.Error("unclean shutdown", "error", errors.Join(errs...))
-	} else {
-		logger.Info("stopped")
-	}
+	shutdown(srv, metricsSrv, db.stopForwarding, bus, cfg.shutdown, logger)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
