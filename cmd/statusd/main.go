@@ -62,6 +62,8 @@ type config struct {
 	logLevel     slog.Level
 	shutdown     time.Duration
 	kafka        kafkaFlags
+	net          netFlags
+	logFormat    string
 }
 
 // parseConfig reads flags from args, each defaulting to the environment
@@ -82,6 +84,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN or ERROR")
 	fs.DurationVar(&c.shutdown, "shutdown-timeout", 4*time.Second, "how long a clean shutdown may take")
 	c.kafka.register(fs)
+	c.net.register(fs)
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text (key=value) or json (one object per line)")
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -114,6 +118,12 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 			return c, err
 		}
 	}
+	if err := c.net.validate(); err != nil {
+		return c, err
+	}
+	if _, err := newLogHandler(c.logFormat, io.Discard, c.logLevel); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
@@ -123,7 +133,11 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	logHandler, err := newLogHandler(cfg.logFormat, stderr, cfg.logLevel)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(logHandler)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -167,18 +181,23 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(api.CloseStreams)
+	lst, err := cfg.net.configure(srv, logger) // TLS, HTTP/2, h2c: tls.go
+	if err == nil {
+		defer lst.stop()
+	}
 
-	ln, err := net.Listen("tcp", cfg.addr)
+	ln, err := listenIf(err, cfg.addr)
 	if err != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdown)
 		defer cancel()
 		_ = bus.Close(ctx)
 		return err
 	}
-	logger.Info("listening on "+listenURL(ln.Addr()), "pubsub", cfg.pubsub, "demo", cfg.demo)
+	logger.Info("listening on "+lst.scheme+strings.TrimPrefix(listenURL(ln.Addr()), "http"), "pubsub", cfg.pubsub, "demo", cfg.demo,
+		"protocols", srv.Protocols.String())
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- lst.serve(srv, ln) }()
 
 	demoCtx, stopDemo := context.WithCancel(ctx)
 	demoDone := make(chan struct{})
