@@ -21,11 +21,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -595,4 +597,69 @@ func TestJSONLogFormat(t *testing.T) {
 	}
 	assert.Contains(t, msgs, "listening on "+s.url)
 	assert.Contains(t, msgs, "stopped")
+}
+
+// The real binary reloads its certificate on SIGHUP (and does not die of
+// it). The new pair is written in place with the old files' size and
+// modification times, so only the signal can have triggered the reload.
+func TestSIGHUPReloadsTheCertificate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	a := newTestCert(t, 201)
+	b := newTestCert(t, 202)
+	for len(b.certPEM) != len(a.certPEM) || len(b.keyPEM) != len(a.keyPEM) {
+		b = newTestCert(t, 202)
+	}
+	certFile, keyFile := writeCertFiles(t, a)
+
+	bin := filepath.Join(t.TempDir(), "statusd")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run())
+	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile)
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	url := waitForURL(t, logs.String)
+	both := x509.NewCertPool()
+	both.AppendCertsFromPEM(a.certPEM)
+	both.AppendCertsFromPEM(b.certPEM)
+	serial := func() *big.Int {
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(url, "https://"), &tls.Config{RootCAs: both})
+		require.NoError(t, err)
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber
+	}
+	require.Equal(t, a.serial, serial())
+
+	for name, data := range map[string][]byte{certFile: b.certPEM, keyFile: b.keyPEM} {
+		info, err := os.Stat(name)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(name, data, 0o600))
+		require.NoError(t, os.Chtimes(name, info.ModTime(), info.ModTime()))
+	}
+	time.Sleep(3 * certPollInterval)
+	require.Equal(t, a.serial, serial(), "the poll does not see an in-place change with the same size and time")
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
+	require.Eventually(t, func() bool { return serial().Cmp(b.serial) == 0 }, 10*time.Second, 50*time.Millisecond,
+		"a new connection gets the new certificate; logs:\n%s", logs.String())
+	assert.Contains(t, logs.String(), "SIGHUP: reloading the TLS certificate")
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-exited:
+		require.NoError(t, err, "exit code 0; logs:\n%s", logs.String())
+	case <-time.After(5 * time.Second):
+		require.FailNow(t, "statusd did not exit within 5s of SIGTERM")
+	}
 }
