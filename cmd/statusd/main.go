@@ -140,7 +140,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	logger := slog.New(logHandler)
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(latencyRuntimeMetrics), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var bus *pubsub.Bus
 	m := metrics.New(reg, func() float64 {
 		if bus == nil {

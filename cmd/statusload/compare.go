@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -153,6 +154,8 @@ type outcome struct {
 	rss      int64         // server RSS with the readers idle, minus at start
 	missing  int64
 	disorder int64
+	sched    histogram // statusd's goroutine scheduling latencies during the run
+	gc       histogram // statusd's GC stop-the-world pauses during the run
 }
 
 // sseClient reads one stream and checks sequence numbers per project.
@@ -257,6 +260,7 @@ func runScenario(ctx context.Context, srv *server, sc scenario) (outcome, error)
 	time.Sleep(200 * time.Millisecond) // let the subscriptions settle
 	o.rss = procStatus(srv.pid, "VmRSS:") - baseRSS
 	cpu0 := procCPU(srv.pid)
+	sched0, gc0 := readHistogram(srv.base, "go_sched_latencies_seconds"), readHistogram(srv.base, "go_sched_pauses_total_gc_seconds")
 
 	start := time.Now()
 	if err := publish(ctx, client, srv, sc); err != nil {
@@ -271,6 +275,8 @@ func runScenario(ctx context.Context, srv *server, sc scenario) (outcome, error)
 	}
 	elapsed := time.Since(start)
 	cpu := procCPU(srv.pid) - cpu0
+	o.sched = readHistogram(srv.base, "go_sched_latencies_seconds").minus(sched0)
+	o.gc = readHistogram(srv.base, "go_sched_pauses_total_gc_seconds").minus(gc0)
 	cancel()
 
 	var lat []time.Duration
@@ -470,6 +476,19 @@ func compare(co compareOptions, out io.Writer) error {
 				stat(rs, func(o outcome) float64 { return kib(o.rss) }, "%.1f"),
 				miss, dis)
 		}
+		for k, s := range systems {
+			if s.name != "statusd" {
+				continue
+			}
+			for i, o := range results[k] {
+				if o.sched.total() == 0 {
+					continue
+				}
+				fmt.Fprintf(out, "%-18s %-10s run %d: goroutine wake-ups %d, %.2f%% waited over %s for a CPU, p99 ≤ %s; GC pauses %d, longest ≤ %s\n",
+					"", "", i+1, o.sched.total(), 100*o.sched.above(900*time.Microsecond), o.sched.bound(900*time.Microsecond),
+					o.sched.quantile(0.99), o.gc.total(), o.gc.quantile(1))
+			}
+		}
 	}
 	return nil
 }
@@ -513,6 +532,7 @@ func idle(bin string, streams, conns int, out io.Writer) error {
 	defer srv.stop()
 	time.Sleep(500 * time.Millisecond)
 	base := procStatus(srv.pid, "VmRSS:")
+	m0 := goMetrics(srv.base)
 
 	clientFor := func(i int) *http.Client { return http.DefaultClient }
 	if conns > 0 {
@@ -560,16 +580,135 @@ func idle(bin string, streams, conns int, out io.Writer) error {
 	}
 	time.Sleep(2 * time.Second)
 	rss := procStatus(srv.pid, "VmRSS:")
+	m1 := goMetrics(srv.base)
 	proto := "HTTP/1.1, one connection per stream"
 	if conns > 0 {
 		proto = fmt.Sprintf("h2c, %d connections (%d streams each)", conns, streams/conns)
 	}
 	fmt.Fprintf(out, "idle streams: %d over %s: statusd RSS %s at start, %s with the streams open: %.1f KiB per stream\n",
 		streams, proto, mib(base), mib(rss), float64(rss-base)/1024/float64(streams))
+	per := func(k string) float64 { return (m1[k] - m0[k]) / float64(streams) }
+	fmt.Fprintf(out, "  per stream: goroutine stacks %.1f KiB, Go heap in use %.1f KiB, goroutines %.2f\n",
+		per("go_memstats_stack_inuse_bytes")/1024, per("go_memstats_heap_inuse_bytes")/1024, per("go_goroutines"))
 	for _, b := range bodies {
 		if b != nil {
 			b.Close()
 		}
 	}
 	return nil
+}
+
+// goMetrics reads the Go runtime gauges of statusd's /metrics.
+func goMetrics(base string) map[string]float64 {
+	m := map[string]float64{}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return m
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !strings.HasPrefix(name, "go_") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			m[name] = v
+		}
+	}
+	return m
+}
+
+// histogram is a cumulative Prometheus histogram: upper bounds and counts.
+type histogram struct {
+	le    []float64
+	count []float64
+}
+
+// readHistogram reads histogram name from the /metrics of base (empty if
+// there is none, as for Centrifugo).
+func readHistogram(base, name string) histogram {
+	var h histogram
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return h
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	prefix := name + `_bucket{le="`
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), prefix)
+		if !ok {
+			continue
+		}
+		bound, value, ok := strings.Cut(rest, `"} `)
+		if !ok {
+			continue
+		}
+		le, err1 := strconv.ParseFloat(bound, 64)
+		n, err2 := strconv.ParseFloat(value, 64)
+		if err1 == nil && err2 == nil {
+			h.le, h.count = append(h.le, le), append(h.count, n)
+		}
+	}
+	return h
+}
+
+func (h histogram) minus(o histogram) histogram {
+	if len(o.count) != len(h.count) {
+		return h
+	}
+	d := histogram{le: h.le, count: make([]float64, len(h.count))}
+	for i := range h.count {
+		d.count[i] = h.count[i] - o.count[i]
+	}
+	return d
+}
+
+func (h histogram) total() int64 {
+	if len(h.count) == 0 {
+		return 0
+	}
+	return int64(h.count[len(h.count)-1])
+}
+
+// bound is the smallest bucket bound at or above d.
+func (h histogram) bound(d time.Duration) time.Duration {
+	for _, le := range h.le {
+		if le >= d.Seconds() {
+			return time.Duration(le * 1e9).Round(time.Microsecond)
+		}
+	}
+	return d
+}
+
+// above is the fraction of observations above bound(d).
+func (h histogram) above(d time.Duration) float64 {
+	t := float64(h.total())
+	if t == 0 {
+		return 0
+	}
+	for i, le := range h.le {
+		if le >= d.Seconds() {
+			return (t - h.count[i]) / t
+		}
+	}
+	return 0
+}
+
+// quantile is the upper bound of the bucket that holds quantile q.
+func (h histogram) quantile(q float64) string {
+	t := float64(h.total())
+	if t == 0 {
+		return "-"
+	}
+	for i, le := range h.le {
+		if h.count[i] >= q*t {
+			if math.IsInf(le, 1) {
+				return "+Inf"
+			}
+			return time.Duration(le * 1e9).Round(time.Microsecond).String()
+		}
+	}
+	return "+Inf"
 }
