@@ -167,13 +167,23 @@ type sseClient struct {
 	latencies []time.Duration
 }
 
-func (c *sseClient) run(ctx context.Context, client *http.Client, u string, readyOnData bool, ready func(error)) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	resp, err := client.Do(req)
-	if err == nil && resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		err = fmt.Errorf("GET %s: %s", u, resp.Status)
+func (c *sseClient) run(ctx context.Context, client *http.Client, u string, readyOnData bool, ready func(error), opening chan struct{}) {
+	var resp *http.Response
+	var err error
+	opening <- struct{}{}
+	for attempt := 1; attempt <= 3; attempt++ { // a burst of connections may overflow a listen backlog
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		resp, err = client.Do(req)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			err = fmt.Errorf("GET %s: %s", u, resp.Status)
+		}
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
 	}
+	<-opening
 	if err != nil {
 		ready(err)
 		return
@@ -232,6 +242,7 @@ func runScenario(ctx context.Context, srv *server, sc scenario) (outcome, error)
 	want := make([]int64, sc.clients)
 	errs := make(chan error, sc.clients)
 	var ready sync.WaitGroup
+	opening := make(chan struct{}, 100) // connections being opened at once
 	for i := range clients {
 		id := ""
 		want[i] = int64(sc.events)
@@ -249,7 +260,7 @@ func runScenario(ctx context.Context, srv *server, sc scenario) (outcome, error)
 				}
 				ready.Done()
 			})
-		})
+		}, opening)
 	}
 	ready.Wait()
 	select {
