@@ -24,6 +24,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,7 +127,51 @@ func runStatusd(t *testing.T, args ...string) runningStatusd {
 // knowledge.
 type h2Client struct {
 	*http.Client
-	dials atomic.Int32
+	dials  atomic.Int32
+	frames frameSniffer // what the server sent on the first connection (h2c only)
+}
+
+// frameSniffer parses the HTTP/2 frames a server sends in clear text (h2c)
+// and records the GOAWAY frames' error codes.
+type frameSniffer struct {
+	mu     sync.Mutex
+	buf    []byte
+	goAway []uint32
+}
+
+func (f *frameSniffer) feed(p []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.buf = append(f.buf, p...)
+	for len(f.buf) >= 9 {
+		n := int(f.buf[0])<<16 | int(f.buf[1])<<8 | int(f.buf[2])
+		if len(f.buf) < 9+n {
+			return
+		}
+		if f.buf[3] == 0x7 && n >= 8 { // GOAWAY: last stream id, error code
+			p := f.buf[9:]
+			f.goAway = append(f.goAway, uint32(p[4])<<24|uint32(p[5])<<16|uint32(p[6])<<8|uint32(p[7]))
+		}
+		f.buf = f.buf[9+n:]
+	}
+}
+
+func (f *frameSniffer) goAways() []uint32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.goAway)
+}
+
+// sniffConn feeds what it reads to a frameSniffer.
+type sniffConn struct {
+	net.Conn
+	f *frameSniffer
+}
+
+func (c sniffConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.f.feed(p[:n])
+	return n, err
 }
 
 func newH2Client(t *testing.T, pool *x509.CertPool, tune func(*http.HTTP2Config)) *h2Client {
@@ -146,8 +191,12 @@ func newH2Client(t *testing.T, pool *x509.CertPool, tune func(*http.HTTP2Config)
 		Protocols: &p,
 		HTTP2:     h2,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c.dials.Add(1)
-			return d.DialContext(ctx, network, addr)
+			first := c.dials.Add(1) == 1
+			conn, err := d.DialContext(ctx, network, addr)
+			if err == nil && first && pool == nil {
+				conn = sniffConn{conn, &c.frames}
+			}
+			return conn, err
 		},
 	}
 	if pool != nil {
@@ -488,7 +537,8 @@ func TestStalledHTTP2StreamDoesNotDelayItsSiblings(t *testing.T) {
 
 // SIGTERM (here: the run context ends) with streams open over HTTP/2: each
 // stream ends cleanly (END_STREAM, io.EOF to the reader, not a reset), the
-// connection gets GOAWAY and no new stream, and run returns within 5s.
+// connection gets GOAWAY (NO_ERROR; checked on the h2c connection, whose
+// frames the test can read), and run returns within 5s.
 func TestShutdownEndsHTTP2StreamsCleanly(t *testing.T) {
 	const streams = 50
 	cert := newTestCert(t, 1)
@@ -512,6 +562,9 @@ func TestShutdownEndsHTTP2StreamsCleanly(t *testing.T) {
 			}
 			took := s.stop()
 			assert.Less(t, took, 5*time.Second)
+			if mode == "h2c" { // frames in clear text: the server said GOAWAY (NO_ERROR)
+				assert.Equal(t, []uint32{0}, c.frames.goAways())
+			}
 			t.Logf("run returned %s after the shutdown began", took.Round(time.Millisecond))
 			for range streams {
 				select {
