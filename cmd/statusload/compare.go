@@ -410,6 +410,7 @@ func procCPU(pid int) time.Duration {
 type compareOptions struct {
 	statusd    string
 	centrifugo string // "" when absent
+	only       string // run only the scenarios whose name contains it
 	quick      bool
 	repeat     int
 	payload    int
@@ -471,6 +472,9 @@ func compare(co compareOptions, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "%-18s %-10s %-24s %-22s %-22s %-20s %-14s %s\n", "scenario", "system", "deliveries/s", "p50 ms", "p99 ms", "CPU µs/delivery", "idle RSS KiB/stream", "missing/disorder")
 	for _, sc := range scenarios(co.quick, co.payload) {
+		if !strings.Contains(sc.name, co.only) {
+			continue
+		}
 		results := make([][]outcome, len(systems))
 		for r := range co.repeat {
 			for k := range systems {
