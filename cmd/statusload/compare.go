@@ -144,6 +144,7 @@ type scenario struct {
 	projects int
 	posters  int
 	payload  int
+	rate     int // events per second over all posters; 0: as fast as they can
 }
 
 // outcome is one run of a scenario on one system.
@@ -341,12 +342,16 @@ func publish(ctx context.Context, client *http.Client, srv *server, sc scenario)
 	pad := strings.Repeat("x", max(0, sc.payload-300))
 	var wg sync.WaitGroup
 	errs := make(chan error, sc.posters)
+	start := time.Now()
 	for w := range sc.posters {
 		wg.Go(func() {
 			for i := 0; i < sc.events; i++ {
 				p := i % sc.projects
 				if p%sc.posters != w {
 					continue
+				}
+				if sc.rate > 0 { // event i is due at i/rate seconds
+					time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(sc.rate))))
 				}
 				id := projectID(p)
 				envelope := fmt.Appendf(nil, `{"event":"project_updated","project":{"id":%q,"name":"seq-%d","status":"compiling","code_repo":"https://example.com/%s","docs_repo":"","inserted_at":"2024-01-01T00:00:00Z","updated_at":%q}}`,
@@ -421,6 +426,7 @@ func scenarios(quick bool, payload int) []scenario {
 	if quick {
 		return []scenario{
 			{name: "ORDER 1 client", clients: 1, events: 2000, projects: 1, posters: 1, payload: payload},
+			{name: "ORDER 200 ev/s", clients: 1, events: 1000, projects: 1, posters: 1, payload: payload, rate: 200},
 			{name: "FILTERED N=1000", clients: 1000, events: 3000, projects: 1000, posters: 4, payload: payload},
 			{name: "FANOUT N=1000", clients: 1000, wildcard: true, events: 100, projects: 20, posters: 4, payload: payload},
 			{name: "STALLED 1 + 100", clients: 100, wildcard: true, stalled: 1, events: 2000, projects: 20, posters: 4, payload: payload},
@@ -428,6 +434,7 @@ func scenarios(quick bool, payload int) []scenario {
 	}
 	return []scenario{
 		{name: "ORDER 1 client", clients: 1, events: 10_000, projects: 1, posters: 1, payload: payload},
+		{name: "ORDER 200 ev/s", clients: 1, events: 4000, projects: 1, posters: 1, payload: payload, rate: 200},
 		{name: "FILTERED N=1000", clients: 1000, events: 10_000, projects: 1000, posters: 4, payload: payload},
 		{name: "FILTERED N=5000", clients: 5000, events: 10_000, projects: 5000, posters: 4, payload: payload},
 		{name: "FANOUT N=1000", clients: 1000, wildcard: true, events: 300, projects: 20, posters: 4, payload: payload},
