@@ -716,3 +716,32 @@ func TestSIGHUPReloadsTheCertificate(t *testing.T) {
 		require.FailNow(t, "statusd did not exit within 5s of SIGTERM")
 	}
 }
+
+// Over HTTP/2, --max-clients counts streams (not connections) and idle
+// streams get heartbeats.
+func TestHTTP2StreamLimitAndHeartbeat(t *testing.T) {
+	s := runStatusd(t, "--h2c", "--max-clients", "3", "--heartbeat", "100ms")
+	c := newH2Client(t, nil, nil)
+	bodies := make([]io.Reader, 3)
+	for i := range bodies {
+		bodies[i] = openStream(t, c.Client, s.url+"/events/projects?snapshot=false").Body
+	}
+	resp, err := c.Get(s.url + "/events/projects")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "the 4th stream on the same connection")
+	assert.Equal(t, "5", resp.Header.Get("Retry-After"))
+	assert.Contains(t, string(body), "too many open streams")
+	assert.EqualValues(t, 1, c.dials.Load())
+
+	sc := bufio.NewScanner(bodies[0])
+	heartbeats := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for heartbeats < 2 && time.Now().Before(deadline) && sc.Scan() {
+		if sc.Text() == ": heartbeat" {
+			heartbeats++
+		}
+	}
+	assert.Equal(t, 2, heartbeats, "an idle HTTP/2 stream gets heartbeats")
+}
