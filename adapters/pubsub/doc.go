@@ -18,10 +18,7 @@
 // coalesces to the latest event per project when it fills up (package
 // coalesce), so an outage costs intermediate states, never the latest one.
 //
-// NewInMemory wires the Bus to a small in-process Watermill Pub/Sub that
-// hands each message to the router from the publishing goroutine and waits
-// for its ack, so that it keeps order: by default Watermill's gochannel
-// starts a goroutine per message and subscriber and does not (watermill
-// issues #459, #560, #692); with BlockPublishUntilSubscriberAck it does,
-// at the cost of two goroutines per message.
+// NewInMemory wires the Bus to Watermill's gochannel, configured so that it
+// keeps order: by default gochannel starts a goroutine per message and
+// subscriber and does not (watermill issues #459, #560, #692).
 package pubsub
