@@ -440,7 +440,7 @@ var debugTime = regexp.MustCompile(`time=(\S+) level=DEBUG msg="stream write fai
 // stalled stream blocks only its own writes: its handler waits in Write,
 // the others go on. The write deadline (--write-timeout) then resets the
 // stalled stream (RST_STREAM), and its data's connection window comes back
-// when the client discards it (Chromium does at the reset; Go's client when
+// when the client discards it (Chromium, per its source, at the reset; Go's client when
 // the application closes the body).
 //
 // The test: 10 live streams and 1 stalled one on one connection, more
