@@ -4,7 +4,7 @@ GO          ?= go
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS        ?= ./...
 
-.PHONY: run build test lint vet staticcheck fmt bench load fuzz clean
+.PHONY: run build test lint vet staticcheck fmt bench load fuzz compare compare-full idle-memory clean
 
 ## run: the service in memory with the demo, on http://localhost:8080
 run:
@@ -48,6 +48,18 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; \
 	done
+## compare: statusd against Centrifugo v6 (when installed), quick mode, under 3 minutes (see BENCHMARKS.md)
+compare: build
+	$(GO) run ./cmd/statusload --statusd bin/statusd --compare --quick
+
+## compare-full: every scenario, 3 runs each, medians with min–max
+compare-full: build
+	$(GO) run ./cmd/statusload --statusd bin/statusd --compare --repeat 3
+
+## idle-memory: RSS per idle stream, HTTP/1.1 (5,000 streams) and HTTP/2 (5,000 on 50 connections)
+idle-memory: build
+	$(GO) run ./cmd/statusload --statusd bin/statusd --idle 5000
+	$(GO) run ./cmd/statusload --statusd bin/statusd --idle 5000 --h2c-conns 50
 
 clean:
 	rm -rf bin testoutput

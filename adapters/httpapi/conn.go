@@ -27,7 +27,11 @@ func (s *Server) limitSendBuffer(ctx context.Context) {
 		return
 	}
 	type writeBufferSetter interface{ SetWriteBuffer(bytes int) error }
-	if c, ok := ctx.Value(connKey{}).(writeBufferSetter); ok {
+	conn, _ := ctx.Value(connKey{}).(net.Conn)
+	if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		conn = tc.NetConn() // TLS: the socket under it
+	}
+	if c, ok := conn.(writeBufferSetter); ok {
 		_ = c.SetWriteBuffer(s.cfg.StreamSendBuffer)
 	}
 }

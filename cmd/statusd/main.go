@@ -82,6 +82,8 @@ type config struct {
 	metricsAddr  string
 	harden       hardenFlags
 	database     databaseFlags
+	net          netFlags
+	logFormat    string
 }
 
 // parseConfig reads flags from args, each defaulting to the environment
@@ -108,6 +110,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve GET /metrics on this address instead (e.g. 127.0.0.1:9090), and not on --addr")
 	c.harden.register(fs)
 	c.database.register(fs)
+	c.net.register(fs)
+	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text (key=value) or json (one object per line)")
 
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -149,6 +153,12 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 	if err := c.database.validate(); err != nil {
 		return c, err
 	}
+	if err := c.net.validate(); err != nil {
+		return c, err
+	}
+	if _, err := newLogHandler(c.logFormat, io.Discard, c.logLevel); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
@@ -158,10 +168,14 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	logHandler, err := newLogHandler(cfg.logFormat, stderr, cfg.logLevel)
+	if err != nil {
+		return err
+	}
+	logger := slog.New(logHandler)
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(latencyRuntimeMetrics), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var bus *pubsub.Bus
 	m := metrics.New(reg, func() float64 {
 		if bus == nil {
@@ -237,8 +251,12 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(api.CloseStreams)
+	lst, err := cfg.net.configure(srv, logger) // TLS, HTTP/2, h2c: tls.go
+	if err == nil {
+		defer lst.stop()
+	}
 
-	ln, err := net.Listen("tcp", cfg.addr)
+	ln, err := listenIf(err, cfg.addr)
 	if err != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdown)
 		defer cancel()
@@ -246,13 +264,14 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 		_ = bus.Close(ctx)
 		return err
 	}
-	logger.Info("listening on "+listenURL(ln.Addr()), "pubsub", cfg.pubsub, "demo", cfg.demo, "database", cfg.database.url != "")
+	logger.Info("listening on "+lst.scheme+strings.TrimPrefix(listenURL(ln.Addr()), "http"), "pubsub", cfg.pubsub, "demo", cfg.demo,
+		"database", cfg.database.url != "", "protocols", srv.Protocols.String())
 	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
 		logger.Info("memory limit (GOMEMLIMIT)", "bytes", limit)
 	}
 
 	serveErr := make(chan error, 2) // the server, and the metrics listener (--metrics-addr)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- lst.serve(srv, ln) }()
 	metricsSrv, err := serveMetrics(cfg.metricsAddr, reg, logger, serveErr)
 	if err != nil {
 		_ = srv.Close()

@@ -93,7 +93,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-var listening = regexp.MustCompile(`listening on (http://[^ "]+)`)
+var listening = regexp.MustCompile(`listening on (https?://[^ "]+)`)
 
 // waitForURL returns the URL of the "listening on" log line.
 func waitForURL(t *testing.T, logs func() string) string {

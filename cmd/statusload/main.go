@@ -57,7 +57,38 @@ func main() {
 	flag.IntVar(&o.payload, "payload", 1024, "approximate size of each envelope in bytes")
 	flag.IntVar(&o.posters, "posters", 4, "concurrent POSTers (each owns a share of the projects, so order per project is defined)")
 	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up after this long")
+	var co compareOptions
+	doCompare := flag.Bool("compare", false, "run the scenarios ORDER, FILTERED, FANOUT and STALLED against statusd (--statusd) and Centrifugo, alternating, and print medians with min–max")
+	flag.BoolVar(&co.quick, "quick", false, "with --compare: small scenarios, one run each (under 3 minutes)")
+	flag.IntVar(&co.repeat, "repeat", 3, "with --compare: runs of each scenario on each system")
+	flag.StringVar(&co.only, "scenarios", "", "with --compare: run only the scenarios whose name contains this (e.g. FANOUT)")
+	flag.StringVar(&co.centrifugo, "centrifugo", "", "with --compare: Centrifugo v6 binary (default: centrifugo on PATH or in $GOPATH/bin, if any)")
+	idleStreams := flag.Int("idle", 0, "measure statusd's (--statusd) RSS per idle stream with this many streams, then exit")
+	h2cConns := flag.Int("h2c-conns", 0, "with --idle: open the streams over h2c on this many connections (0: HTTP/1.1, a connection each)")
 	flag.Parse()
+	if *doCompare || *idleStreams > 0 {
+		var err error
+		switch {
+		case o.statusd == "":
+			err = errors.New("--compare and --idle need --statusd")
+		case *idleStreams > 0:
+			err = idle(o.statusd, *idleStreams, *h2cConns, os.Stdout)
+		default:
+			if co.centrifugo == "" {
+				co.centrifugo = findCentrifugo()
+			}
+			if co.quick {
+				co.repeat = 1
+			}
+			co.statusd, co.payload, co.timeout = o.statusd, o.payload, max(o.timeout, 30*time.Minute)
+			err = compare(co, os.Stdout)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "statusload:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "statusload:", err)
 		os.Exit(1)
@@ -309,7 +340,12 @@ var listening = regexp.MustCompile(`listening on (http://[^ "]+)`)
 // startStatusd starts bin on a free loopback port and returns its URL, its
 // pid and a function that stops it.
 func startStatusd(ctx context.Context, bin string) (string, int, func(), error) {
-	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--max-clients", "100000", "--log-level", "INFO")
+	return startStatusdArgs(ctx, bin)
+}
+
+// startStatusdArgs is startStatusd with extra flags (later ones win).
+func startStatusdArgs(ctx context.Context, bin string, extra ...string) (string, int, func(), error) {
+	cmd := exec.Command(bin, append([]string{"--addr", "127.0.0.1:0", "--max-clients", "100000", "--log-level", "INFO"}, extra...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return "", 0, nil, err
