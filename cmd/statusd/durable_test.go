@@ -539,13 +539,8 @@ func testPostgresOutage(t *testing.T, outage func(*proxy)) {
 func TestDurableAPI(t *testing.T) {
 	dbURL := pgtest.Schema(t)
 	pool := pgtest.Pool(t, dbURL)
-	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--addr", "127.0.0.1:0", "--database-url", dbURL, "--demo"}, env(nil), logs)
-	}()
-	base := waitForURL(t, logs.String)
+	first := runStatusd(t, "--database-url", dbURL, "--demo")
+	base := first.url
 
 	p := seqProject("durable-1", 7)
 	code, body := tryPost(http.DefaultClient, base, p)
@@ -564,8 +559,7 @@ func TestDurableAPI(t *testing.T) {
 		return err == nil && demo == 6
 	}, 10*time.Second, 20*time.Millisecond, "the demo's projects are in the database")
 
-	cancel()
-	require.NoError(t, <-done)
+	first.stop() // and it stopped cleanly
 
 	// A new process on the same database: the project is still there.
 	base = statusd(t, "--database-url", dbURL)

@@ -18,7 +18,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(httpapitest.RemoveBuildAfter(m),
 		// Sarama (kafka mode): its metrics library's process-wide ticker,
 		// and a closed producer's circuit-breaker timer (sleeps at most
 		// 10s, then ends; time.Sleep is its top frame).

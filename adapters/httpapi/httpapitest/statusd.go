@@ -37,7 +37,7 @@ var (
 // has (GOFLAGS is cleared): as deployed, so that its memory is what a
 // user would measure. The binary lives in a temporary directory of its
 // own for the whole process, so that every test of the package can share
-// it; skipped in -short mode.
+// it (RemoveBuildAfter removes it at the end); skipped in -short mode.
 func BuildStatusd(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
@@ -60,6 +60,25 @@ func BuildStatusd(t testing.TB) string {
 	require.NoError(t, buildErr)
 	return built
 }
+
+// M is what TestMain runs: *testing.M.
+type M interface{ Run() int }
+
+type removeBuild struct{ m M }
+
+func (r removeBuild) Run() int {
+	code := r.m.Run()
+	if built != "" {
+		_ = os.RemoveAll(filepath.Dir(built))
+	}
+	return code
+}
+
+// RemoveBuildAfter wraps m so that the binary BuildStatusd built is
+// removed once the tests have run:
+//
+//	func TestMain(m *testing.M) { goleak.VerifyTestMain(httpapitest.RemoveBuildAfter(m)) }
+func RemoveBuildAfter(m M) M { return removeBuild{m} }
 
 // Statusd is statusd running as a child process.
 type Statusd struct {
