@@ -12,6 +12,7 @@ import (
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/postgres"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/postgres/pgtest"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/repotest"
 	"github.com/statusbroadcaster/statusbroadcaster/app"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 	"github.com/statusbroadcaster/statusbroadcaster/ports"
@@ -40,7 +41,7 @@ func (f failingCommit) InTx(ctx context.Context, fn func(context.Context, ports.
 func TestProjectSetupWithTransactor(t *testing.T) {
 	ctx := context.Background()
 	pool := pgtest.Pool(t, pgtest.Schema(t))
-	store := postgres.NewStore(pool, postgres.StoreConfig{Now: clock()}, nil)
+	store := postgres.NewStore(pool, postgres.StoreConfig{Now: repotest.Clock()}, nil)
 	bus := newBus(t, pubsub.Config{DedupeUUIDs: 1000})
 	fwd, err := postgres.StartForwarder(pool, bus.Publisher(), postgres.ForwarderConfig{}, nil)
 	require.NoError(t, err)

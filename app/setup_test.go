@@ -17,6 +17,7 @@ import (
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/memory"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/repotest"
 	"github.com/statusbroadcaster/statusbroadcaster/app"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 	"github.com/statusbroadcaster/statusbroadcaster/ports"
@@ -28,25 +29,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // measurement.
 const liveness = 10 * time.Second
 
-var t0 = time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC)
-
-// clock returns t0, then a minute later at every call, so that every
-// update of a record has an UpdatedAt of its own.
-func clock() func() time.Time {
-	var mu sync.Mutex
-	next := t0
-	return func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		now := next
-		next = next.Add(time.Minute)
-		return now
-	}
-}
-
 func newRepo(t *testing.T, ids ...string) *memory.Repository {
 	t.Helper()
-	repo := memory.NewRepository(clock())
+	repo := memory.NewRepository(repotest.Clock())
 	for _, id := range ids {
 		_, err := repo.Create(context.Background(), domain.Project{
 			ID: id, Name: id + "_app",
@@ -185,8 +170,8 @@ func TestRunBroadcastsEveryStatusOverARealBus(t *testing.T) {
 		assert.Equal(t, "uuid_app", got[i].Name, "the full record")
 		assert.Equal(t, "https://github.com/user/uuid", got[i].CodeRepo)
 		assert.Equal(t, "https://github.com/user/uuid_docs", got[i].DocsRepo)
-		assert.Equal(t, t0, got[i].InsertedAt)
-		assert.Equal(t, t0.Add(time.Duration(i+2)*time.Minute), got[i].UpdatedAt, "stamped by the repository update")
+		assert.Equal(t, repotest.T0, got[i].InsertedAt)
+		assert.Equal(t, repotest.T0.Add(time.Duration(i+2)*time.Minute), got[i].UpdatedAt, "stamped by the repository update")
 	}
 	// Each step was given the record it broadcast.
 	assert.Equal(t, got[:len(app.DemoSteps)], given)

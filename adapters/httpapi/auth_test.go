@@ -18,7 +18,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +26,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi/httpapitest"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/jwtauth"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
@@ -406,28 +406,10 @@ func TestHealthReadinessDashboardAndMetricsStayOpen(t *testing.T) {
 	requireStatus(t, resp, body, http.StatusNotFound)
 }
 
-// lockedBuffer is a log sink shared by handlers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // Tokens never appear in logs (debug level included) or metrics.
 func TestTokensNeverLoggedNorInMetrics(t *testing.T) {
 	t.Parallel()
-	logs := &lockedBuffer{}
+	logs := &httpapitest.Log{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	bus, err := pubsub.NewInMemory(pubsub.Config{}, logger)
 	require.NoError(t, err)

@@ -19,7 +19,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -32,6 +31,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi/httpapitest"
 )
 
 // TestStatusdBounds runs each scenario against a fresh statusd, one after
@@ -42,7 +43,7 @@ func TestStatusdBounds(t *testing.T) {
 	}
 	bin := os.Getenv("STATUSD_TEST_BIN")
 	if bin == "" {
-		bin = buildStatusd(t)
+		bin = httpapitest.BuildStatusd(t)
 	}
 	full := os.Getenv("STATUSD_BOUNDS_FULL") != ""
 	pick := func(small, big int) int {
@@ -65,38 +66,9 @@ func TestStatusdBounds(t *testing.T) {
 	})
 }
 
-// startStatusdEnv is startStatusd with environment variables added.
-func startStatusdEnv(t *testing.T, bin string, env ...string) *statusdProcess {
-	t.Helper()
-	p := &statusdProcess{t: t, logs: &syncLog{}, exited: make(chan error, 1)}
-	p.cmd = exec.Command(bin, "--addr", "127.0.0.1:0")
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stderr = p.logs
-	require.NoError(t, p.cmd.Start())
-	go func() { p.exited <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			log := p.logs.String()
-			t.Logf("statusd log (last 4 KiB):\n%s", log[max(0, len(log)-4096):])
-		}
-	})
-	require.Eventually(t, func() bool {
-		m := listeningOn.FindStringSubmatch(p.logs.String())
-		if m != nil {
-			p.addr = m[1]
-		}
-		return m != nil
-	}, waitFor, 5*time.Millisecond, "statusd did not start")
-	return p
-}
-
 // loadProjects POSTs version v of projects p000000…p<n-1>, pad bytes of
 // padding each, from 8 connections, and waits until the last is cached.
-func loadProjects(t *testing.T, p *statusdProcess, n, v, pad int) {
+func loadProjects(t *testing.T, p *httpapitest.Statusd, n, v, pad int) {
 	t.Helper()
 	var wg sync.WaitGroup
 	var failed atomic.Pointer[error]
@@ -116,7 +88,7 @@ func loadProjects(t *testing.T, p *statusdProcess, n, v, pad int) {
 	if e := failed.Load(); e != nil {
 		require.NoError(t, *e)
 	}
-	last := fmt.Sprintf("http://%s/projects/p%06d", p.addr, n-1)
+	last := fmt.Sprintf("http://%s/projects/p%06d", p.Addr, n-1)
 	require.Eventually(t, func() bool {
 		resp, err := http.Get(last)
 		if err != nil {
@@ -181,14 +153,14 @@ func readPaced(r io.Reader, rate int, stop <-chan struct{}) error {
 // does not grow with the body; the fifth concurrent request gets 503; the
 // non-readers are cut, so a reader then gets the whole array, by id.
 func testListingBounded(t *testing.T, bin string, n int) {
-	p := startStatusdEnv(t, bin, "STATUSD_WRITE_TIMEOUT=2s", "STATUSD_MAX_PROJECTS="+strconv.Itoa(n))
+	p := httpapitest.StartStatusd(t, bin, []string{"STATUSD_WRITE_TIMEOUT=2s", "STATUSD_MAX_PROJECTS=" + strconv.Itoa(n)})
 	loadProjects(t, p, n, 1, 800) // ~950 bytes per record
-	rssLoaded, peakLoaded := p.memory()
+	rssLoaded, peakLoaded := p.Memory()
 
 	const stallers = 12
 	var ok, refused int
 	for range stallers {
-		resp, conn, err := rawGet(p.addr, "/projects", 4<<10)
+		resp, conn, err := rawGet(p.Addr, "/projects", 4<<10)
 		require.NoError(t, err)
 		defer conn.Close()
 		switch resp.StatusCode {
@@ -203,7 +175,7 @@ func testListingBounded(t *testing.T, bin string, n int) {
 		}
 	}
 	time.Sleep(3 * time.Second) // the responses being written, their clients not reading
-	rss, peak := p.memory()
+	rss, peak := p.Memory()
 	grew := max(peak-max(peakLoaded, rssLoaded), 0)
 	t.Logf("%d projects cached: RSS %.1f MiB; %d clients that never read GET /projects: %d served, %d refused; "+
 		"RSS %.1f MiB, peak %.1f MiB (+%.1f MiB)", n, float64(rssLoaded)/mib, stallers, ok, refused,
@@ -217,7 +189,7 @@ func testListingBounded(t *testing.T, bin string, n int) {
 		ID string `json:"id"`
 	}
 	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + p.addr + "/projects")
+		resp, err := http.Get("http://" + p.Addr + "/projects")
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
@@ -243,8 +215,8 @@ func testSlowSnapshots(t *testing.T, bin string, n int, limit int64) {
 		pad      = 4000      // ~4 KiB records
 		slowRate = 256 << 10 // the readers' pace, well above --backlog-min-rate
 	)
-	p := startStatusdEnv(t, bin, fmt.Sprintf("GOMEMLIMIT=%dMiB", limit/mib),
-		"STATUSD_MAX_PROJECTS="+strconv.Itoa(n), "STATUSD_HISTORY=1000", "STATUSD_WRITE_TIMEOUT=2s")
+	p := httpapitest.StartStatusd(t, bin, []string{fmt.Sprintf("GOMEMLIMIT=%dMiB", limit/mib),
+		"STATUSD_MAX_PROJECTS=" + strconv.Itoa(n), "STATUSD_HISTORY=1000", "STATUSD_WRITE_TIMEOUT=2s"})
 	loadProjects(t, p, n, 1, pad)
 
 	stop := make(chan struct{})
@@ -253,7 +225,7 @@ func testSlowSnapshots(t *testing.T, bin string, n int, limit int64) {
 	defer func() { close(stop); readers.Wait() }()
 	for group := 1; group <= 4; group++ {
 		for range 4 {
-			s, err := dialStream(p.addr, "/events/projects", 64<<10)
+			s, err := dialStream(p.Addr, "/events/projects", 64<<10)
 			require.NoError(t, err)
 			readers.Go(func() {
 				defer s.conn.Close()
@@ -266,7 +238,7 @@ func testSlowSnapshots(t *testing.T, bin string, n int, limit int64) {
 		loadProjects(t, p, n, group+1, pad) // a full update: every record replaced
 	}
 	time.Sleep(time.Second)
-	rss, peak := p.memory()
+	rss, peak := p.Memory()
 	t.Logf("%d projects of ~4 KiB, 4 groups of 4 readers at %d KiB/s taking the snapshot between full updates, GOMEMLIMIT %d MiB: "+
 		"RSS %.1f MiB, peak %.1f MiB", n, slowRate>>10, limit/mib, float64(rss)/mib, float64(peak)/mib)
 	// GOMEMLIMIT bounds the memory the Go runtime manages; RSS also
@@ -282,10 +254,10 @@ func testSlowSnapshots(t *testing.T, bin string, n int, limit int64) {
 // clients do not read their GET /projects: every stream ends with its
 // closing chunk, statusd exits 0 within the shutdown budget, cleanly.
 func testShutdownMidSnapshot(t *testing.T, bin string, n int) {
-	p := startStatusdEnv(t, bin, "STATUSD_MAX_PROJECTS="+strconv.Itoa(n))
+	p := httpapitest.StartStatusd(t, bin, []string{"STATUSD_MAX_PROJECTS=" + strconv.Itoa(n)})
 	loadProjects(t, p, n, 1, 800)
 	for range 3 {
-		resp, conn, err := rawGet(p.addr, "/projects", 4<<10)
+		resp, conn, err := rawGet(p.Addr, "/projects", 4<<10)
 		require.NoError(t, err)
 		defer conn.Close()
 		require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -294,7 +266,7 @@ func testShutdownMidSnapshot(t *testing.T, bin string, n int) {
 	fast := make(chan struct{})
 	ended := make(chan error, readers)
 	for range readers {
-		s, err := dialStream(p.addr, "/events/projects", 64<<10)
+		s, err := dialStream(p.Addr, "/events/projects", 64<<10)
 		require.NoError(t, err)
 		defer s.conn.Close()
 		go func() {
@@ -307,14 +279,9 @@ func testShutdownMidSnapshot(t *testing.T, bin string, n int) {
 	}
 	time.Sleep(time.Second)
 	start := time.Now()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	p.Signal(syscall.SIGTERM)
 	close(fast)
-	select {
-	case err := <-p.exited:
-		require.NoError(t, err, "exit status 0")
-	case <-time.After(10 * time.Second):
-		require.FailNow(t, "statusd did not exit within 10 s of SIGTERM")
-	}
+	require.NoError(t, p.WaitExit(10*time.Second), "exit status 0")
 	took := time.Since(start)
 	clean := 0
 	for range readers {
@@ -325,7 +292,7 @@ func testShutdownMidSnapshot(t *testing.T, bin string, n int) {
 	t.Logf("SIGTERM with %d readers mid-snapshot (%d projects) and 3 GET /projects not read: exit 0 after %s; %d of %d streams ended cleanly",
 		readers, n, took.Round(time.Millisecond), clean, readers)
 	assert.Equal(t, readers, clean, "every stream ends with its closing chunk")
-	assert.NotContains(t, p.logs.String(), "unclean shutdown")
+	assert.NotContains(t, p.Logs(), "unclean shutdown")
 	assert.Less(t, took, 5*time.Second, "within the shutdown budget (4 s) and a second")
 }
 
@@ -335,13 +302,13 @@ func testShutdownMidSnapshot(t *testing.T, bin string, n int) {
 func testStalledCrowd(t *testing.T, bin string, stalled, events, queue int) {
 	raiseFileLimit(t, uint64(stalled)+512)
 	// --write-timeout 60s: the stalled clients stay for the whole run.
-	p := startStatusdEnv(t, bin, "STATUSD_CLIENT_QUEUE="+strconv.Itoa(queue), "STATUSD_MAX_CLIENTS="+strconv.Itoa(stalled+16),
-		"STATUSD_WRITE_TIMEOUT=60s")
+	p := httpapitest.StartStatusd(t, bin, []string{"STATUSD_CLIENT_QUEUE=" + strconv.Itoa(queue), "STATUSD_MAX_CLIENTS=" + strconv.Itoa(stalled+16),
+		"STATUSD_WRITE_TIMEOUT=60s"})
 	// measure posts events versions from `from` on, and returns the
 	// reader's latency percentiles (POST sent → event read) and how many
 	// events it did not get (or got out of order).
 	measure := func(from int) (p50, p99 time.Duration, lost int) {
-		reader, err := dialStream(p.addr, "/events/projects?snapshot=false", 0)
+		reader, err := dialStream(p.Addr, "/events/projects?snapshot=false", 0)
 		require.NoError(t, err)
 		defer reader.conn.Close()
 		sent := make([]atomic.Int64, events)
@@ -384,7 +351,7 @@ func testStalledCrowd(t *testing.T, bin string, stalled, events, queue int) {
 		}
 	}()
 	for range stalled {
-		s, err := dialStream(p.addr, "/events/projects?snapshot=false", 4<<10)
+		s, err := dialStream(p.Addr, "/events/projects?snapshot=false", 4<<10)
 		require.NoError(t, err)
 		conns = append(conns, s.conn)
 	}
@@ -397,7 +364,7 @@ func testStalledCrowd(t *testing.T, bin string, stalled, events, queue int) {
 		require.NoError(t, warm.update(fmt.Sprintf("w%03d", i%100), i+1, 800))
 	}
 	lastWarm := queue + 500 - 1
-	settled := fmt.Sprintf("http://%s/projects/w%03d", p.addr, lastWarm%100)
+	settled := fmt.Sprintf("http://%s/projects/w%03d", p.Addr, lastWarm%100)
 	require.Eventually(t, func() bool { // every warm-up event dispatched
 		resp, err := http.Get(settled)
 		if err != nil {
@@ -424,9 +391,9 @@ var gcTrace = regexp.MustCompile(`gc (\d+) @[^\n]*?(\d+)->(\d+)->(\d+) MB`)
 
 // liveHeap returns the live heap after the last completed GC, from the
 // runtime's GC trace, and the number of that GC.
-func liveHeap(t *testing.T, p *statusdProcess) (int64, int) {
+func liveHeap(t *testing.T, p *httpapitest.Statusd) (int64, int) {
 	t.Helper()
-	all := gcTrace.FindAllStringSubmatch(p.logs.String(), -1)
+	all := gcTrace.FindAllStringSubmatch(p.Logs(), -1)
 	if len(all) == 0 {
 		return 0, 0
 	}
@@ -441,7 +408,7 @@ func liveHeap(t *testing.T, p *statusdProcess) (int64, int) {
 // freshLiveHeap makes the server allocate (POSTs of one project, which
 // leave the cache as it is) until two more GCs completed, and returns the
 // live heap after the last.
-func freshLiveHeap(t *testing.T, p *statusdProcess) int64 {
+func freshLiveHeap(t *testing.T, p *httpapitest.Statusd) int64 {
 	t.Helper()
 	_, n0 := liveHeap(t, p)
 	ps := newPoster(t, p)
@@ -460,12 +427,12 @@ func freshLiveHeap(t *testing.T, p *statusdProcess) int64 {
 // 5. The real cost of a cached event: live heap and RSS per event, for
 // records of ~1 KiB and ~64 KiB, against their JSON size.
 func testMemoryPerEvent(t *testing.T, bin string, n, pad int) {
-	p := startStatusdEnv(t, bin, "GODEBUG=gctrace=1", "STATUSD_MAX_PROJECTS="+strconv.Itoa(n+1), "STATUSD_HISTORY=1000")
+	p := httpapitest.StartStatusd(t, bin, []string{"GODEBUG=gctrace=1", "STATUSD_MAX_PROJECTS=" + strconv.Itoa(n+1), "STATUSD_HISTORY=1000"})
 	heap0 := freshLiveHeap(t, p)
-	rss0, _ := p.memory()
+	rss0, _ := p.Memory()
 	loadProjects(t, p, n, 1, pad)
 	heap1 := freshLiveHeap(t, p)
-	rss1, peak := p.memory()
+	rss1, peak := p.Memory()
 	size := len(fmt.Sprintf(`{"event":"project_updated","project":{"id":"p000000","name":"v000001","status":"compiling","code_repo":"https://github.com/example/p000000?%s","docs_repo":"https://github.com/example/docs","inserted_at":"2024-01-01T12:00:00Z","updated_at":"2024-01-01T12:05:00Z"}}`, strings.Repeat("x", pad)))
 	heapPer := float64(heap1-heap0) / float64(n)
 	rssPer := float64(rss1-rss0) / float64(n)

@@ -23,12 +23,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi/httpapitest"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
 
 func TestDashboardAuthorizationInBrowser(t *testing.T) {
-	chromium := chromiumPath(t)
+	httpapitest.ChromiumPath(t) // skip before starting anything
 	out := testOutputDir(t)
 
 	bus, err := pubsub.NewInMemory(pubsub.Config{}, nil)
@@ -56,24 +57,7 @@ func TestDashboardAuthorizationInBrowser(t *testing.T) {
 	all := mint(t, []string{"projects:*"}, nil, time.Hour)
 	onlyA := mint(t, []string{"projects:p-a"}, nil, time.Hour)
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1100, 640),
-	)
-	defer cancelAlloc()
-	browser, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
-	defer cancelBrowser()
-	require.NoError(t, chromedp.Do(browser), "starting chromium")
+	browser := httpapitest.StartBrowser(t, chromedp.WindowSize(1100, 640))
 
 	// tab opens a new tab: its own sessionStorage, the browser's cookies.
 	tab := func() context.Context {

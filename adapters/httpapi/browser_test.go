@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -23,30 +22,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi/httpapitest"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
-
-// chromiumPath finds the browser. Without one the test is skipped, loudly,
-// unless CI=true, which makes it mandatory.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium not found, and CI=true makes the browser test mandatory: apt-get install chromium (or set CHROMIUM=/path/to/chrome)")
-	}
-	msg := "SKIPPING THE DASHBOARD BROWSER TEST: chromium not found (apt-get install chromium, or set CHROMIUM); with CI=true this fails instead"
-	fmt.Fprintln(os.Stderr, "!!!!!!!! "+msg)
-	t.Skip(msg)
-	return ""
-}
 
 // testOutputDir is where tests leave artefacts for people to look at:
 // $TEST_OUTPUT_DIR, or testoutput/ at the module root (git-ignored).
@@ -169,7 +148,7 @@ const readRows = `Array.from(document.querySelectorAll('#rows tr[data-project-id
 }))`
 
 func TestDashboardInBrowser(t *testing.T) {
-	chromium := chromiumPath(t)
+	httpapitest.ChromiumPath(t) // skip before building anything
 	out := testOutputDir(t)
 
 	g := newRestartableGateway(t, httpapi.Config{Retry: 200 * time.Millisecond, Heartbeat: time.Second})
@@ -184,24 +163,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	g.broadcast(t, chat, domain.StatusFailed, "Mix deps.get failed")
 	settleHub(t, g.bus, "p-chat", domain.StatusFailed)
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1100, 640),
-	)
-	defer cancelAlloc()
-	ctx, cancelCtx := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
-	defer cancelCtx()
-	require.NoError(t, chromedp.Do(ctx), "starting chromium") // first Run: no timeout on this context
+	ctx := httpapitest.StartBrowser(t, chromedp.WindowSize(1100, 640))
 
 	run := func(steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi/httpapitest"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 )
 
@@ -58,7 +59,7 @@ type corsResult struct {
 }
 
 func TestCORSInBrowser(t *testing.T) {
-	chromium := chromiumPath(t)
+	httpapitest.ChromiumPath(t) // skip before starting anything
 	page := func() *httptest.Server {
 		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/html")
@@ -83,23 +84,7 @@ func TestCORSInBrowser(t *testing.T) {
 	t.Cleanup(api.Close)
 	t.Cleanup(g.api.CloseStreams)
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	defer cancelAlloc()
-	ctx, cancelCtx := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
-	defer cancelCtx()
-	require.NoError(t, chromedp.Do(ctx), "starting chromium")
+	ctx := httpapitest.StartBrowser(t)
 
 	probe := func(pageURL, id string) corsResult {
 		t.Helper()

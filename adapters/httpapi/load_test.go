@@ -13,10 +13,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +23,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi/httpapitest"
 )
 
 // TestStatusdUnderLoad builds statusd once and runs each scenario against
@@ -35,114 +33,10 @@ func TestStatusdUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs statusd under load")
 	}
-	bin := buildStatusd(t)
+	bin := httpapitest.BuildStatusd(t)
 	t.Run("SlowClientMemoryStaysBounded", func(t *testing.T) { testSlowClientMemory(t, bin) })
 	t.Run("ManyStreamsGetEveryEvent", func(t *testing.T) { testManyStreams(t, bin) })
 	t.Run("SIGTERMEndsStreamsDespiteStalledClient", func(t *testing.T) { testSIGTERM(t, bin) })
-}
-
-// buildStatusd builds cmd/statusd into a temporary directory.
-func buildStatusd(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "statusd")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/statusbroadcaster/statusbroadcaster/cmd/statusd")
-	cmd.Env = append(os.Environ(), "GOFLAGS=") // never -race: memory is measured
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	return bin
-}
-
-// statusdProcess is a running statusd.
-type statusdProcess struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	addr   string // host:port
-	logs   *syncLog
-	exited chan error
-}
-
-type syncLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-var listeningOn = regexp.MustCompile(`listening on http://([^ "]+)`)
-
-// startStatusd runs bin with args on a free loopback port and waits until
-// it listens. The process is killed at the end of the test if still alive.
-func startStatusd(t *testing.T, bin string, args ...string) *statusdProcess {
-	t.Helper()
-	p := &statusdProcess{t: t, logs: &syncLog{}, exited: make(chan error, 1)}
-	p.cmd = exec.Command(bin, append([]string{"--addr", "127.0.0.1:0"}, args...)...)
-	p.cmd.Stderr = p.logs
-	require.NoError(t, p.cmd.Start())
-	go func() { p.exited <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("statusd log:\n%s", p.logs.String())
-		}
-	})
-	require.Eventually(t, func() bool {
-		m := listeningOn.FindStringSubmatch(p.logs.String())
-		if m != nil {
-			p.addr = m[1]
-		}
-		return m != nil
-	}, waitFor, 5*time.Millisecond, "statusd did not start: %s", p.logs.String())
-	return p
-}
-
-// memory returns the process's resident set size and its peak, in bytes.
-func (p *statusdProcess) memory() (rss, peak int64) {
-	p.t.Helper()
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	require.NoError(p.t, err)
-	field := func(name string) int64 {
-		for line := range strings.Lines(string(status)) {
-			if v, ok := strings.CutPrefix(line, name+":"); ok {
-				kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-				require.NoError(p.t, err)
-				return kb << 10
-			}
-		}
-		require.Fail(p.t, "no "+name+" in /proc/pid/status")
-		return 0
-	}
-	return field("VmRSS"), field("VmHWM")
-}
-
-// metric returns the value of an unlabelled metric from GET /metrics.
-func (p *statusdProcess) metric(name string) float64 {
-	p.t.Helper()
-	resp, err := http.Get("http://" + p.addr + "/metrics")
-	require.NoError(p.t, err)
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			require.NoError(p.t, err)
-			return f
-		}
-	}
-	require.Fail(p.t, "no metric "+name)
-	return 0
 }
 
 // poster POSTs envelopes to statusd over one keep-alive connection.
@@ -152,10 +46,10 @@ type poster struct {
 	client *http.Client
 }
 
-func newPoster(t *testing.T, p *statusdProcess) *poster {
+func newPoster(t *testing.T, p *httpapitest.Statusd) *poster {
 	tr := &http.Transport{MaxIdleConnsPerHost: 16}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &poster{t: t, url: "http://" + p.addr + "/events", client: &http.Client{Transport: tr}}
+	return &poster{t: t, url: "http://" + p.Addr + "/events", client: &http.Client{Transport: tr}}
 }
 
 // update POSTs version v of project id, with pad bytes of padding in the
@@ -266,16 +160,16 @@ func testSlowClientMemory(t *testing.T, bin string) {
 		posters  = 4
 		readers  = 2
 	)
-	p := startStatusd(t, bin, "--write-timeout", "5s")
-	rss0, _ := p.memory()
+	p := httpapitest.StartStatusd(t, bin, nil, "--write-timeout", "5s")
+	rss0, _ := p.Memory()
 
-	stalled, err := dialStream(p.addr, "/events/projects", 4<<10)
+	stalled, err := dialStream(p.Addr, "/events/projects", 4<<10)
 	require.NoError(t, err)
 	defer stalled.conn.Close()
 	var wg sync.WaitGroup
 	results := make([]error, readers)
 	for i := range readers {
-		s, err := dialStream(p.addr, "/events/projects?snapshot=false", 0)
+		s, err := dialStream(p.Addr, "/events/projects?snapshot=false", 0)
 		require.NoError(t, err)
 		wg.Go(func() {
 			defer s.conn.Close()
@@ -324,8 +218,8 @@ func testSlowClientMemory(t *testing.T, bin string) {
 		require.NoError(t, err, "reader %d", i)
 	}
 
-	rss, peak := p.memory()
-	goroutines := p.metric("go_goroutines")
+	rss, peak := p.Memory()
+	goroutines := p.Metric("go_goroutines")
 	t.Logf("20,000 events of ~1 KiB, one stalled client: posted in %s, all delivered to %d readers in %s; "+
 		"statusd RSS %.1f MiB at start, %.1f MiB now, peak (VmHWM) %.1f MiB; %v goroutines",
 		posted.Round(time.Millisecond), readers, delivered.Round(time.Millisecond),
@@ -337,7 +231,7 @@ func testSlowClientMemory(t *testing.T, bin string) {
 
 	// The stalled client is ended, at the latest when its write deadline
 	// passes, so that it would reconnect and resume.
-	require.Eventually(t, func() bool { return p.metric("statusbroadcaster_sse_open_streams") == 0 },
+	require.Eventually(t, func() bool { return p.Metric("statusbroadcaster_sse_open_streams") == 0 },
 		waitFor, 50*time.Millisecond, "the stalled stream was not ended")
 }
 
@@ -361,11 +255,11 @@ func testManyStreams(t *testing.T, bin string) {
 		events  = 100
 	)
 	raiseFileLimit(t, clients+512)
-	p := startStatusd(t, bin, "--max-clients", strconv.Itoa(clients))
+	p := httpapitest.StartStatusd(t, bin, nil, "--max-clients", strconv.Itoa(clients))
 	ps := newPoster(t, p)
 	require.NoError(t, ps.update("warmup", 1, 0))
-	rss0, _ := p.memory()
-	g0 := p.metric("go_goroutines")
+	rss0, _ := p.Memory()
+	g0 := p.Metric("go_goroutines")
 
 	streams := make([]*rawStream, clients)
 	var dial sync.WaitGroup
@@ -382,7 +276,7 @@ func testManyStreams(t *testing.T, bin string) {
 				if i%2 == 1 {
 					path = "/events/projects/hot" // nothing broadcast yet: no snapshot
 				}
-				s, err := dialStream(p.addr, path, 0)
+				s, err := dialStream(p.Addr, path, 0)
 				if err != nil {
 					dialErr.CompareAndSwap(nil, &err)
 					return
@@ -402,10 +296,10 @@ func testManyStreams(t *testing.T, bin string) {
 	if e := dialErr.Load(); e != nil {
 		require.NoError(t, *e)
 	}
-	require.Equal(t, float64(clients), p.metric("statusbroadcaster_sse_open_streams"))
+	require.Equal(t, float64(clients), p.Metric("statusbroadcaster_sse_open_streams"))
 	time.Sleep(200 * time.Millisecond) // let the last handlers settle into waiting
-	rss1, _ := p.memory()
-	g1 := p.metric("go_goroutines")
+	rss1, _ := p.Memory()
+	g1 := p.Metric("go_goroutines")
 	perStream := float64(rss1-rss0) / clients
 	t.Logf("%d idle streams: statusd RSS %.1f MiB → %.1f MiB, %.1f KiB per stream; goroutines %v → %v (%.1f per stream)",
 		clients, float64(rss0)/mib, float64(rss1)/mib, perStream/1024, g0, g1, (g1-g0)/clients)
@@ -452,13 +346,13 @@ func testSIGTERM(t *testing.T, bin string) {
 	)
 	// No backstop: with a shutdown timeout this long, exiting within 5 s
 	// shows that the streams themselves ended, the stalled one included.
-	p := startStatusd(t, bin, "--write-timeout", "60s", "--shutdown-timeout", "30s")
-	stalled, err := dialStream(p.addr, "/events/projects/big", 4<<10)
+	p := httpapitest.StartStatusd(t, bin, nil, "--write-timeout", "60s", "--shutdown-timeout", "30s")
+	stalled, err := dialStream(p.Addr, "/events/projects/big", 4<<10)
 	require.NoError(t, err)
 	defer stalled.conn.Close()
 	streams := make([]*rawStream, clients)
 	for i := range streams {
-		streams[i], err = dialStream(p.addr, "/events?topic=projects:small&topic=projects:other", 0)
+		streams[i], err = dialStream(p.Addr, "/events?topic=projects:small&topic=projects:other", 0)
 		require.NoError(t, err)
 		defer streams[i].conn.Close()
 	}
@@ -493,15 +387,9 @@ func testSIGTERM(t *testing.T, bin string) {
 	time.Sleep(100 * time.Millisecond) // let the stream fill the socket
 
 	start := time.Now()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-p.exited:
-		require.NoError(t, err, "exit status 0")
-	case <-time.After(5 * time.Second):
-		require.FailNow(t, "statusd did not exit within 5 s of SIGTERM")
-	}
+	require.NoError(t, p.Stop(syscall.SIGTERM, 5*time.Second), "exit status 0")
 	took := time.Since(start)
-	assert.NotContains(t, p.logs.String(), "unclean shutdown")
+	assert.NotContains(t, p.Logs(), "unclean shutdown")
 	clean := 0
 	for range clients {
 		if err := <-ended; err == nil {

@@ -22,6 +22,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi/httpapitest"
 )
 
 // TestStatusdFaults builds statusd once and runs each scenario against a
@@ -30,7 +32,7 @@ func TestStatusdFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs statusd under faults")
 	}
-	bin := buildStatusd(t)
+	bin := httpapitest.BuildStatusd(t)
 	t.Run("VanishingClientsLeaveNothingBehind", func(t *testing.T) { testVanishingClients(t, bin) })
 	t.Run("SIGTERMDuringStreamsAndPostLoad", func(t *testing.T) { testSIGTERMUnderLoad(t, bin) })
 	t.Run("SlowlorisAndOversizedHeaders", func(t *testing.T) { testSlowloris(t, bin) })
@@ -90,25 +92,25 @@ func testVanishingClients(t *testing.T, bin string) {
 		events  = 5
 	)
 	raiseFileLimit(t, perWave+512)
-	p := startStatusd(t, bin)
+	p := httpapitest.StartStatusd(t, bin, nil)
 	ps := newPoster(t, p)
 	require.NoError(t, ps.update("warm", 1, 0))
 	// A first wave warms up what a wave needs (pools, buffers, maps), so
 	// that the baseline is a server that has served, not a fresh one.
-	for _, s := range dialMany(t, p.addr, "/events/projects/vanish?snapshot=false", perWave) {
+	for _, s := range dialMany(t, p.Addr, "/events/projects/vanish?snapshot=false", perWave) {
 		reset(s.conn)
 	}
 	waitMetric(t, p, "statusbroadcaster_sse_open_streams", 0)
 	time.Sleep(500 * time.Millisecond)
-	rss0, _ := p.memory()
-	g0 := p.metric("go_goroutines")
-	heap0, stack0 := p.metric("go_memstats_heap_inuse_bytes"), p.metric("go_memstats_stack_inuse_bytes")
+	rss0, _ := p.Memory()
+	g0 := p.Metric("go_goroutines")
+	heap0, stack0 := p.Metric("go_memstats_heap_inuse_bytes"), p.Metric("go_memstats_stack_inuse_bytes")
 
 	start := time.Now()
 	v := 0
 	for w := range waves {
-		streams := dialMany(t, p.addr, "/events/projects/vanish?snapshot=false", perWave)
-		require.Equal(t, float64(perWave), p.metric("statusbroadcaster_sse_open_streams"), "wave %d", w)
+		streams := dialMany(t, p.Addr, "/events/projects/vanish?snapshot=false", perWave)
+		require.Equal(t, float64(perWave), p.Metric("statusbroadcaster_sse_open_streams"), "wave %d", w)
 		for range events {
 			v++
 			require.NoError(t, ps.update("vanish", v, 1000))
@@ -127,12 +129,12 @@ func testVanishingClients(t *testing.T, bin string) {
 		waitMetric(t, p, "statusbroadcaster_sse_open_streams", 0)
 	}
 	took := time.Since(start)
-	_, peak := p.memory()
+	_, peak := p.Memory()
 
 	// Goroutines: back to the baseline (a few of net/http's may linger
 	// for a moment).
 	var g1 float64
-	require.Eventually(t, func() bool { g1 = p.metric("go_goroutines"); return g1 <= g0+2 }, waitFor, 50*time.Millisecond,
+	require.Eventually(t, func() bool { g1 = p.Metric("go_goroutines"); return g1 <= g0+2 }, waitFor, 50*time.Millisecond,
 		"goroutines: %v at the baseline, %v after the clients vanished", g0, g1)
 	waitMetric(t, p, "statusbroadcaster_subscriptions", 0)
 	// Memory: back near the baseline. The Go runtime keeps freed heap for
@@ -145,20 +147,20 @@ func testVanishingClients(t *testing.T, bin string) {
 	var rss1 int64
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		rss1, _ = p.memory()
+		rss1, _ = p.Memory()
 		if rss1 <= rss0+slack || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	heap1, stack1 := p.metric("go_memstats_heap_inuse_bytes"), p.metric("go_memstats_stack_inuse_bytes")
+	heap1, stack1 := p.Metric("go_memstats_heap_inuse_bytes"), p.Metric("go_memstats_stack_inuse_bytes")
 	t.Logf("%d clients in %d waves of %d vanished (reset) mid-stream in %s: goroutines %v → %v; RSS %.1f MiB → %.1f MiB (peak %.1f MiB); "+
 		"Go heap in use %.1f MiB → %.1f MiB, stacks %.1f MiB → %.1f MiB",
 		waves*perWave, waves, perWave, took.Round(time.Millisecond), g0, g1, float64(rss0)/mib, float64(rss1)/mib, float64(peak)/mib,
 		heap0/mib, heap1/mib, stack0/mib, stack1/mib)
 	assert.LessOrEqual(t, rss1, rss0+slack, "RSS back near the baseline")
 	// The server is still serving.
-	s, err := dialStream(p.addr, "/events/projects/vanish", 0)
+	s, err := dialStream(p.Addr, "/events/projects/vanish", 0)
 	require.NoError(t, err)
 	defer s.conn.Close()
 	_ = s.conn.SetReadDeadline(time.Now().Add(waitFor))
@@ -169,10 +171,10 @@ func testVanishingClients(t *testing.T, bin string) {
 }
 
 // waitMetric waits until an unlabelled metric of statusd has value v.
-func waitMetric(t *testing.T, p *statusdProcess, name string, v float64) {
+func waitMetric(t *testing.T, p *httpapitest.Statusd, name string, v float64) {
 	t.Helper()
 	var got float64
-	require.Eventually(t, func() bool { got = p.metric(name); return got == v }, waitFor, 20*time.Millisecond,
+	require.Eventually(t, func() bool { got = p.Metric(name); return got == v }, waitFor, 20*time.Millisecond,
 		"%s: %v, want %v", name, got, v)
 }
 
@@ -185,8 +187,8 @@ func testSIGTERMUnderLoad(t *testing.T, bin string) {
 		posters = 4
 	)
 	raiseFileLimit(t, clients+512)
-	p := startStatusd(t, bin, "--max-clients", strconv.Itoa(clients))
-	streams := dialMany(t, p.addr, "/events/projects?snapshot=false", clients)
+	p := httpapitest.StartStatusd(t, bin, nil, "--max-clients", strconv.Itoa(clients))
+	streams := dialMany(t, p.Addr, "/events/projects?snapshot=false", clients)
 	defer func() {
 		for _, s := range streams {
 			_ = s.conn.Close()
@@ -233,17 +235,11 @@ func testSIGTERMUnderLoad(t *testing.T, bin string) {
 	require.Eventually(t, func() bool { return received.Load() >= 20*clients }, waitFor, 10*time.Millisecond, "the streams receive the load")
 
 	start := time.Now()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-p.exited:
-		require.NoError(t, err, "exit status 0")
-	case <-time.After(5 * time.Second):
-		require.FailNow(t, "statusd did not exit within 5 s of SIGTERM")
-	}
+	require.NoError(t, p.Stop(syscall.SIGTERM, 5*time.Second), "exit status 0")
 	took := time.Since(start)
 	close(stop)
 	pw.Wait()
-	logs := p.logs.String()
+	logs := p.Logs()
 	assert.NotContains(t, logs, "panic")
 	assert.NotContains(t, logs, "goroutine ")
 	clean := 0
@@ -269,8 +265,8 @@ func testSlowloris(t *testing.T, bin string) {
 		timeout   = 2 * time.Second
 		dribblers = 50
 	)
-	p := startStatusd(t, bin, "--read-header-timeout", timeout.String(), "--read-body-timeout", timeout.String())
-	s, err := dialStream(p.addr, "/events/projects/steady?snapshot=false", 0)
+	p := httpapitest.StartStatusd(t, bin, nil, "--read-header-timeout", timeout.String(), "--read-body-timeout", timeout.String())
+	s, err := dialStream(p.Addr, "/events/projects/steady?snapshot=false", 0)
 	require.NoError(t, err)
 	defer s.conn.Close()
 
@@ -288,7 +284,7 @@ func testSlowloris(t *testing.T, bin string) {
 			head = fmt.Sprintf("POST /events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
 			rest = body
 		}
-		conn, err := net.Dial("tcp", p.addr)
+		conn, err := net.Dial("tcp", p.Addr)
 		require.NoError(t, err)
 		defer conn.Close()
 		start := time.Now()
@@ -338,7 +334,7 @@ func testSlowloris(t *testing.T, bin string) {
 	// keep-alive connection 4 KiB more: each request here has its own.)
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	get := func(size int) *http.Response {
-		req, err := http.NewRequest(http.MethodGet, "http://"+p.addr+"/healthz", nil)
+		req, err := http.NewRequest(http.MethodGet, "http://"+p.Addr+"/healthz", nil)
 		require.NoError(t, err)
 		req.Header.Set("X-Big", strings.Repeat("b", size))
 		resp, err := client.Do(req)
@@ -355,9 +351,9 @@ func testSlowloris(t *testing.T, bin string) {
 // testHardeningFlags: the flags reach the server (each behaviour has its
 // own detailed test in harden_test.go).
 func testHardeningFlags(t *testing.T, bin string) {
-	p := startStatusd(t, bin, "--cors-origins", "https://status.example.com", "--max-clients-per-ip", "1",
+	p := httpapitest.StartStatusd(t, bin, nil, "--cors-origins", "https://status.example.com", "--max-clients-per-ip", "1",
 		"--publish-rate", "0.2", "--publish-burst", "2", "--trusted-proxies", "127.0.0.1/32")
-	base := "http://" + p.addr
+	base := "http://" + p.Addr
 
 	req, _ := http.NewRequest(http.MethodOptions, base+"/events", nil)
 	req.Header.Set("Origin", "https://status.example.com")
@@ -369,10 +365,10 @@ func testHardeningFlags(t *testing.T, bin string) {
 	assert.Equal(t, "https://status.example.com", resp.Header.Get("Access-Control-Allow-Origin"))
 	assert.Equal(t, "true", resp.Header.Get("Access-Control-Allow-Credentials"))
 
-	s, err := dialStream(p.addr, "/events/projects", 0)
+	s, err := dialStream(p.Addr, "/events/projects", 0)
 	require.NoError(t, err)
 	defer s.conn.Close()
-	_, err = dialStream(p.addr, "/events/projects", 0)
+	_, err = dialStream(p.Addr, "/events/projects", 0)
 	require.ErrorContains(t, err, "429")
 
 	ps := newPoster(t, p)

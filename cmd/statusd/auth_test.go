@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi/httpapitest"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/jwtauth"
 )
 
@@ -78,25 +79,13 @@ func TestAuthFlags(t *testing.T) {
 	assert.NotContains(t, logs.String(), "listening on")
 }
 
-// startRun runs statusd in-process and returns its URL, its logs and a
-// stop function that waits for a clean exit.
+// startRun runs statusd in-process (runStatusd) and returns its URL and
+// its logs; it is stopped, and checked to stop cleanly, at the end of the
+// test.
 func startRun(t *testing.T, args ...string) (string, *syncBuffer) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, append([]string{"--addr", "127.0.0.1:0"}, args...), env(nil), logs) }()
-	url := waitForURL(t, logs.String)
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(t, err)
-		case <-time.After(10 * time.Second):
-			t.Error("run did not stop")
-		}
-	})
-	return url, logs
+	s := runStatusd(t, args...)
+	return s.url, s.logs
 }
 
 var warnOpen = regexp.MustCompile(`level=WARN msg="authorization is off`)
@@ -171,21 +160,12 @@ func TestTokenCommandInProcess(t *testing.T) {
 	}
 }
 
-// statusdBinary builds statusd once for the tests that run it as a child.
-func statusdBinary(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	return binary(t)
-}
-
 // The README's one-liner: `statusd token …` prints a token as its last line
 // and exits 0; a statusd started with the same secret (from the
 // environment) accepts it for what it grants, refuses the rest, and never
 // logs it.
 func TestTokenCommandAgainstStatusd(t *testing.T) {
-	bin := statusdBinary(t)
+	bin := httpapitest.BuildStatusd(t)
 
 	mint := exec.Command(bin, "token", "--jwt-secret", testSecret, "--subscribe", "projects:*", "--publish", "projects:42", "--ttl", "1h")
 	out, err := mint.Output()
@@ -204,20 +184,8 @@ func TestTokenCommandAgainstStatusd(t *testing.T) {
 	bad := exec.Command(bin, "token", "--jwt-secret", "short")
 	assert.Error(t, bad.Run(), "a short secret fails")
 
-	cmd := exec.Command(bin, "--log-level", "DEBUG")
-	cmd.Env = append(os.Environ(), "STATUSD_ADDR=127.0.0.1:0", "STATUSD_JWT_SECRET="+testSecret)
-	logs := &syncBuffer{}
-	cmd.Stderr = logs
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	url := waitForURL(t, logs.String)
+	s := httpapitest.StartStatusd(t, bin, []string{"STATUSD_ADDR=127.0.0.1:0", "STATUSD_JWT_SECRET=" + testSecret}, "--log-level", "DEBUG")
+	url := s.URL
 
 	do := func(method, path, tok, body string) int {
 		req, err := http.NewRequest(method, url+path, strings.NewReader(body))
@@ -257,14 +225,8 @@ func TestTokenCommandAgainstStatusd(t *testing.T) {
 	}
 	assert.Contains(t, got, `"id":"42"`, "the token reads what it published")
 
-	require.NoError(t, cmd.Process.Signal(os.Interrupt))
-	select {
-	case err := <-exited:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		require.FailNow(t, "statusd did not exit")
-	}
-	l := logs.String()
+	require.NoError(t, s.Stop(os.Interrupt, 10*time.Second))
+	l := s.Logs()
 	assert.Contains(t, l, "access_token=REDACTED", "the refusals were logged (DEBUG)")
 	for _, tok := range []string{token, onlyA} {
 		assert.NotContains(t, l, tok[len(tok)-20:], "no token in the logs")

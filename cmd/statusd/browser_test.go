@@ -8,8 +8,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -18,55 +16,15 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-)
 
-// chromium finds the browser. Without one the test is skipped, loudly,
-// unless CI=true, which makes it mandatory.
-func chromium(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("chromium not found, and CI=true makes the browser test mandatory: apt-get install chromium (or set CHROMIUM=/path/to/chrome)")
-	}
-	msg := "SKIPPING THE HTTP/2 BROWSER TEST: chromium not found (apt-get install chromium, or set CHROMIUM); with CI=true this fails instead"
-	fmt.Fprintln(os.Stderr, "!!!!!!!! "+msg)
-	t.Skip(msg)
-	return ""
-}
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi/httpapitest"
+)
 
 // startBrowser starts headless Chromium, which accepts the test's
 // self-signed certificate, and returns its first tab.
 func startBrowser(t *testing.T) context.Context {
 	t.Helper()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium(t)),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("ignore-certificate-errors", true),
-		chromedp.UserDataDir(t.TempDir()),
-	)
-	t.Cleanup(cancelAlloc)
-	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
-	t.Cleanup(func() {
-		_ = chromedp.Cancel(ctx)
-		cancel()
-	})
-	require.NoError(t, chromedp.Do(ctx), "starting chromium") // first Run: no timeout on this context
-	return ctx
+	return httpapitest.StartBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
 }
 
 // tab is one browser tab showing the dashboard.

@@ -8,13 +8,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,62 +21,17 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi/httpapitest"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/postgres"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/postgres/pgtest"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// binary builds statusd once per test run.
-func binary(t *testing.T) string {
+// startChild runs statusd as a child process with args.
+func startChild(t *testing.T, args ...string) *httpapitest.Statusd {
 	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "statusd-durable")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "statusd")
-		build := exec.Command("go", "build", "-o", binPath, ".")
-		build.Stderr = os.Stderr
-		binErr = build.Run()
-	})
-	require.NoError(t, binErr)
-	return binPath
-}
-
-// child is statusd as a child process.
-type child struct {
-	cmd    *exec.Cmd
-	logs   *syncBuffer
-	url    string
-	exited chan error
-}
-
-func startChild(t *testing.T, args ...string) *child {
-	t.Helper()
-	c := &child{logs: &syncBuffer{}, exited: make(chan error, 1)}
-	c.cmd = exec.Command(binary(t), append([]string{"--addr", "127.0.0.1:0"}, args...)...)
-	c.cmd.Stderr = c.logs
-	require.NoError(t, c.cmd.Start())
-	go func() { c.exited <- c.cmd.Wait() }()
-	t.Cleanup(func() { c.kill() })
-	c.url = waitForURL(t, c.logs.String)
-	return c
-}
-
-// kill ends the process with SIGKILL: no shutdown code runs.
-func (c *child) kill() {
-	if c.cmd.ProcessState == nil {
-		_ = c.cmd.Process.Signal(syscall.SIGKILL)
-		<-c.exited
-	}
+	return httpapitest.StartStatusd(t, httpapitest.BuildStatusd(t), nil, args...)
 }
 
 // startKfake starts a one-broker kfake on port (0: any) keeping its data in
@@ -271,7 +222,7 @@ func TestDurableCrashAfterCommitBeforeForwarding(t *testing.T) {
 	for n := range each {
 		for p := range projects {
 			id := fmt.Sprintf("before-%d", p)
-			code, body := tryPost(client, a.url, seqProject(id, n))
+			code, body := tryPost(client, a.URL, seqProject(id, n))
 			require.Equal(t, http.StatusAccepted, code, body)
 			acked[id] = n + 1
 		}
@@ -279,7 +230,7 @@ func TestDurableCrashAfterCommitBeforeForwarding(t *testing.T) {
 	pending, err := postgres.Pending(context.Background(), pool, "")
 	require.NoError(t, err)
 	require.EqualValues(t, projects*each, pending, "all committed, none forwarded")
-	a.kill()
+	a.Kill()
 
 	cluster = startKfake(t, portOf(t, broker), dir)
 	startChild(t, append(kafka, "--database-url", dbURL, "--kafka-client-id", "producer")...)
@@ -316,7 +267,7 @@ func TestDurableCrashWhileForwarding(t *testing.T) {
 
 	producer := append(kafka, "--database-url", dbURL, "--kafka-client-id", "producer", "--outbox-batch", "200")
 	a := startChild(t, producer...)
-	require.Eventually(t, func() bool { return status(t, a.url+"/readyz") == http.StatusOK }, 20*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return status(t, a.URL+"/readyz") == http.StatusOK }, 20*time.Second, 20*time.Millisecond)
 
 	const projects = 5
 	var mu sync.Mutex
@@ -327,7 +278,7 @@ func TestDurableCrashWhileForwarding(t *testing.T) {
 		id := fmt.Sprintf("mid-%d", p)
 		wg.Go(func() {
 			for n := 0; ; n++ {
-				code, _ := tryPost(client, a.url, seqProject(id, n))
+				code, _ := tryPost(client, a.URL, seqProject(id, n))
 				if code != http.StatusAccepted {
 					return // killed
 				}
@@ -343,7 +294,7 @@ func TestDurableCrashWhileForwarding(t *testing.T) {
 	}, 30*time.Second, 10*time.Millisecond)
 	pendingAtKill, err := postgres.Pending(context.Background(), pool, "")
 	require.NoError(t, err)
-	a.kill()
+	a.Kill()
 	wg.Wait()
 	t.Logf("killed with %d events pending in the outbox; acknowledged %v", pendingAtKill, acked)
 
@@ -504,7 +455,7 @@ func testPostgresOutage(t *testing.T, outage func(*proxy)) {
 
 	const bound = time.Second
 	a := startChild(t, "--database-url", proxied, "--database-timeout", bound.String(), "--demo")
-	events := stream(t, a.url+"/events/projects?snapshot=false")
+	events := stream(t, a.URL+"/events/projects?snapshot=false")
 
 	const projects = 3
 	var mu sync.Mutex
@@ -524,7 +475,7 @@ func testPostgresOutage(t *testing.T, outage func(*proxy)) {
 				default:
 				}
 				start := time.Now()
-				code, body := tryPost(client, a.url, seqProject(id, n))
+				code, body := tryPost(client, a.URL, seqProject(id, n))
 				took := time.Since(start)
 				mu.Lock()
 				if int64(took) > slowest {
@@ -575,10 +526,10 @@ func testPostgresOutage(t *testing.T, outage func(*proxy)) {
 			require.True(t, ok)
 			demoAfter = strings.HasPrefix(ev.Data.Project.ID, "demo-") && ev.Data.Project.UpdatedAt.After(restored.Add(time.Second))
 		case <-demoDeadline:
-			require.FailNow(t, "the demo did not resume after the outage", a.logs.String())
+			require.FailNow(t, "the demo did not resume after the outage", a.Logs())
 		}
 	}
-	code, body := tryPost(client, a.url, seqProject("after-outage", 0))
+	code, body := tryPost(client, a.URL, seqProject("after-outage", 0))
 	assert.Equal(t, http.StatusAccepted, code, body)
 }
 
@@ -588,13 +539,8 @@ func testPostgresOutage(t *testing.T, outage func(*proxy)) {
 func TestDurableAPI(t *testing.T) {
 	dbURL := pgtest.Schema(t)
 	pool := pgtest.Pool(t, dbURL)
-	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"--addr", "127.0.0.1:0", "--database-url", dbURL, "--demo"}, env(nil), logs)
-	}()
-	base := waitForURL(t, logs.String)
+	first := runStatusd(t, "--database-url", dbURL, "--demo")
+	base := first.url
 
 	p := seqProject("durable-1", 7)
 	code, body := tryPost(http.DefaultClient, base, p)
@@ -613,8 +559,7 @@ func TestDurableAPI(t *testing.T) {
 		return err == nil && demo == 6
 	}, 10*time.Second, 20*time.Millisecond, "the demo's projects are in the database")
 
-	cancel()
-	require.NoError(t, <-done)
+	first.stop() // and it stopped cleanly
 
 	// A new process on the same database: the project is still there.
 	base = statusd(t, "--database-url", dbURL)
@@ -697,19 +642,19 @@ func TestDurableTwoInstancesForwarderFailover(t *testing.T) {
 	gateway := statusd(t, append(kafka, "--kafka-client-id", "gateway")...)
 	require.Eventually(t, func() bool { return status(t, gateway+"/readyz") == http.StatusOK }, 20*time.Second, 20*time.Millisecond)
 	events := stream(t, gateway+"/events/projects?snapshot=false")
-	instances := []*child{
+	instances := []*httpapitest.Statusd{
 		startChild(t, append(kafka, "--database-url", dbURL, "--kafka-client-id", "a", "--outbox-batch", "20")...),
 		startChild(t, append(kafka, "--database-url", dbURL, "--kafka-client-id", "b", "--outbox-batch", "20")...),
 	}
 	for _, c := range instances {
-		require.Eventually(t, func() bool { return status(t, c.url+"/readyz") == http.StatusOK }, 20*time.Second, 20*time.Millisecond)
+		require.Eventually(t, func() bool { return status(t, c.URL+"/readyz") == http.StatusOK }, 20*time.Second, 20*time.Millisecond)
 	}
 	const projects, each = 4, 60
 	acked := map[string]int{}
 	client := &http.Client{Timeout: 10 * time.Second}
 	for n := range each {
 		if n == each/2 {
-			instances[0].kill()
+			instances[0].Kill()
 		}
 		for p := range projects {
 			id := fmt.Sprintf("failover-%d", p)
@@ -717,7 +662,7 @@ func TestDurableTwoInstancesForwarderFailover(t *testing.T) {
 			if n >= each/2 {
 				target = instances[1]
 			}
-			code, body := tryPost(client, target.url, seqProject(id, n))
+			code, body := tryPost(client, target.URL, seqProject(id, n))
 			require.Equal(t, http.StatusAccepted, code, body)
 			acked[id] = n + 1
 		}

@@ -57,14 +57,14 @@ func TestDurableFigures(t *testing.T) {
 			args = append(args, "--database-url", pgtest.Schema(t))
 		}
 		a := startChild(t, args...)
-		require.Eventually(t, func() bool { return status(t, a.url+"/readyz") == http.StatusOK }, 20*time.Second, 20*time.Millisecond)
-		paced := measure(t, a.url, fmt.Sprintf("paced%d", i), rate, seconds, 0)
-		full := measure(t, a.url, fmt.Sprintf("full%d", i), 0, 5, 16)
+		require.Eventually(t, func() bool { return status(t, a.URL+"/readyz") == http.StatusOK }, 20*time.Second, 20*time.Millisecond)
+		paced := measure(t, a.URL, fmt.Sprintf("paced%d", i), rate, seconds, 0)
+		full := measure(t, a.URL, fmt.Sprintf("full%d", i), 0, 5, 16)
 		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %.0f | %s | %s |", m.name,
 			ms(paced.post.p(50)), ms(paced.post.p(99)), ms(paced.lag.p(50))+" / "+ms(paced.lag.p(99)),
 			full.rate, ms(full.post.p(99)), ms(full.lag.p(50))+" / "+ms(full.lag.p(99))))
 		t.Log(rows[len(rows)-1])
-		a.kill()
+		a.Kill()
 	}
 	t.Logf("\n| mode | POST p50 at %d/s | POST p99 at %d/s | 202 → SSE p50 / p99 at %d/s | full speed, 16 posters: events/s | POST p99 | 202 → SSE p50 / p99 |\n|---|---|---|---|---|---|---|\n%s",
 		rate, rate, rate, strings.Join(rows, "\n"))

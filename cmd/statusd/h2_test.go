@@ -21,7 +21,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -35,6 +34,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi/httpapitest"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
 
@@ -248,13 +248,7 @@ func readNames(body io.Reader, names chan<- string, end chan<- error) {
 // postNamed POSTs a project_updated of project id whose name is name.
 func postNamed(t *testing.T, base, id, name string) {
 	t.Helper()
-	body, err := json.Marshal(domain.Event{Type: domain.EventProjectUpdated,
-		Project: domain.Project{ID: id, Name: name, Status: domain.StatusCompiling}})
-	require.NoError(t, err)
-	resp, err := http.Post(base+"/events", "application/json", strings.NewReader(string(body)))
-	require.NoError(t, err)
-	_ = resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	postWith(t, http.DefaultClient, base, id, name)
 }
 
 // h1Client POSTs over HTTP/1.1 with TLS verification against pool.
@@ -262,6 +256,7 @@ func h1Client(pool *x509.CertPool) *http.Client {
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 }
 
+// postWith is postNamed with client c.
 func postWith(t *testing.T, c *http.Client, base, id, name string) {
 	t.Helper()
 	body, err := json.Marshal(domain.Event{Type: domain.EventProjectUpdated,
@@ -666,23 +661,8 @@ func TestSIGHUPReloadsTheCertificate(t *testing.T) {
 	}
 	certFile, keyFile := writeCertFiles(t, a)
 
-	bin := filepath.Join(t.TempDir(), "statusd")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	require.NoError(t, build.Run())
-	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--tls-cert", certFile, "--tls-key", keyFile)
-	logs := &syncBuffer{}
-	cmd.Stderr = logs
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	url := waitForURL(t, logs.String)
+	s := httpapitest.StartStatusd(t, httpapitest.BuildStatusd(t), nil, "--tls-cert", certFile, "--tls-key", keyFile)
+	url := s.URL
 	both := x509.NewCertPool()
 	both.AppendCertsFromPEM(a.certPEM)
 	both.AppendCertsFromPEM(b.certPEM)
@@ -703,18 +683,12 @@ func TestSIGHUPReloadsTheCertificate(t *testing.T) {
 	time.Sleep(3 * certPollInterval)
 	require.Equal(t, a.serial, serial(), "the poll does not see an in-place change with the same size and time")
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
+	s.Signal(syscall.SIGHUP)
 	require.Eventually(t, func() bool { return serial().Cmp(b.serial) == 0 }, 10*time.Second, 50*time.Millisecond,
-		"a new connection gets the new certificate; logs:\n%s", logs.String())
-	assert.Contains(t, logs.String(), "SIGHUP: reloading the TLS certificate")
+		"a new connection gets the new certificate")
+	assert.Contains(t, s.Logs(), "SIGHUP: reloading the TLS certificate")
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-exited:
-		require.NoError(t, err, "exit code 0; logs:\n%s", logs.String())
-	case <-time.After(5 * time.Second):
-		require.FailNow(t, "statusd did not exit within 5s of SIGTERM")
-	}
+	require.NoError(t, s.Stop(syscall.SIGTERM, 5*time.Second), "exit code 0")
 }
 
 // Over HTTP/2, --max-clients counts streams (not connections) and idle

@@ -2,16 +2,10 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,10 +13,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi/httpapitest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(httpapitest.RemoveBuildAfter(m),
 		// Sarama (kafka mode): its metrics library's process-wide ticker,
 		// and a closed producer's circuit-breaker timer (sleeps at most
 		// 10s, then ends; time.Sleep is its top frame).
@@ -76,37 +72,12 @@ func TestConfigFromFlagsAndEnvironment(t *testing.T) {
 }
 
 // syncBuffer is a log sink the service and the test share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-var listening = regexp.MustCompile(`listening on (https?://[^ "]+)`)
+type syncBuffer = httpapitest.Log
 
 // waitForURL returns the URL of the "listening on" log line.
 func waitForURL(t *testing.T, logs func() string) string {
 	t.Helper()
-	var url string
-	require.Eventually(t, func() bool {
-		m := listening.FindStringSubmatch(logs())
-		if m != nil {
-			url = m[1]
-		}
-		return m != nil
-	}, 10*time.Second, 5*time.Millisecond, "no 'listening on' line in:\n%s", logs())
-	return url
+	return httpapitest.WaitListening(t, logs)
 }
 
 // The service in-process: port 0 picks a free port, the log says where,
@@ -165,27 +136,9 @@ func TestSIGTERMShutsDownCleanly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "statusd")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	require.NoError(t, build.Run())
+	s := httpapitest.StartStatusd(t, httpapitest.BuildStatusd(t), []string{"STATUSD_ADDR=127.0.0.1:0"}, "--demo")
 
-	cmd := exec.Command(bin, "--demo")
-	cmd.Env = append(os.Environ(), "STATUSD_ADDR=127.0.0.1:0")
-	logs := &syncBuffer{}
-	cmd.Stderr = logs
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	url := waitForURL(t, logs.String)
-
-	resp, err := http.Get(url + "/events/projects")
+	resp, err := http.Get(s.URL + "/events/projects")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	streamEnded := make(chan error, 1)
@@ -195,14 +148,8 @@ func TestSIGTERMShutsDownCleanly(t *testing.T) {
 	}()
 
 	start := time.Now()
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-exited:
-		require.NoError(t, err, "exit code 0; logs:\n%s", logs.String())
-		t.Logf("exited %s after SIGTERM", time.Since(start).Round(time.Millisecond))
-	case <-time.After(5 * time.Second):
-		require.FailNow(t, "statusd did not exit within 5s of SIGTERM", logs.String())
-	}
+	require.NoError(t, s.Stop(syscall.SIGTERM, 5*time.Second), "exit code 0")
+	t.Logf("exited %s after SIGTERM", time.Since(start).Round(time.Millisecond))
 	select {
 	case err := <-streamEnded:
 		assert.NoError(t, err, "the stream ended cleanly, not reset")

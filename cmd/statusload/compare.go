@@ -362,19 +362,8 @@ func publish(ctx context.Context, client *http.Client, srv *server, sc scenario)
 					time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(sc.rate))))
 				}
 				id := projectID(p)
-				envelope := fmt.Appendf(nil, `{"event":"project_updated","project":{"id":%q,"name":"seq-%d","status":"compiling","code_repo":"https://example.com/%s","docs_repo":"","inserted_at":"2024-01-01T00:00:00Z","updated_at":%q}}`,
-					id, i, pad, time.Now().UTC().Format(time.RFC3339Nano))
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.publishURL, bytes.NewReader(srv.body(id, envelope)))
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := client.Do(req)
-				if err != nil {
+				if err := postJSON(ctx, client, srv.publishURL, srv.body(id, envelope(id, i, pad)), 0); err != nil {
 					errs <- err
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode/100 != 2 {
-					errs <- fmt.Errorf("POST %s: %s", srv.publishURL, resp.Status)
 					return
 				}
 			}

@@ -232,19 +232,8 @@ func post(ctx context.Context, client *http.Client, o options) error {
 				if p%o.posters != w {
 					continue
 				}
-				body := fmt.Sprintf(`{"event":"project_updated","project":{"id":%q,"name":"seq-%d","status":"compiling","code_repo":"https://example.com/%s","docs_repo":"","inserted_at":"2024-01-01T00:00:00Z","updated_at":%q}}`,
-					projectID(p), i, pad, time.Now().UTC().Format(time.RFC3339Nano))
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, o.url+"/events", strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := client.Do(req)
-				if err != nil {
+				if err := postJSON(ctx, client, o.url+"/events", envelope(projectID(p), i, pad), http.StatusAccepted); err != nil {
 					errs <- err
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusAccepted {
-					errs <- fmt.Errorf("POST /events: %s", resp.Status)
 					return
 				}
 			}
@@ -253,6 +242,33 @@ func post(ctx context.Context, client *http.Client, o options) error {
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// envelope is a project_updated event of project id named seq-i, with
+// pad in its code_repo URL and the current time as its updated_at.
+func envelope(id string, i int, pad string) []byte {
+	return fmt.Appendf(nil, `{"event":"project_updated","project":{"id":%q,"name":"seq-%d","status":"compiling","code_repo":"https://example.com/%s","docs_repo":"","inserted_at":"2024-01-01T00:00:00Z","updated_at":%q}}`,
+		id, i, pad, time.Now().UTC().Format(time.RFC3339Nano))
+}
+
+// postJSON POSTs body to u as JSON and reads the whole answer; it fails
+// unless the status is want (0: any 2xx).
+func postJSON(ctx context.Context, client *http.Client, u string, body []byte, want int) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if want == 0 && resp.StatusCode/100 == 2 || resp.StatusCode == want {
+		return nil
+	}
+	return fmt.Errorf("POST %s: %s", u, resp.Status)
 }
 
 // reader is one SSE client that checks what it receives.
