@@ -185,8 +185,7 @@ func statusdBinary(t *testing.T) string {
 // environment) accepts it for what it grants, refuses the rest, and never
 // logs it.
 func TestTokenCommandAgainstStatusd(t *testing.T) {
-	bin := statusdBinary(t)
-	t.Cleanup(func() { _ = os.RemoveAll(filepath.Dir(bin)) })
+	bin := statusdBinary(t) // shared by every child-process test: TestMain removes it
 
 	mint := exec.Command(bin, "token", "--jwt-secret", testSecret, "--subscribe", "projects:*", "--publish", "projects:42", "--ttl", "1h")
 	out, err := mint.Output()

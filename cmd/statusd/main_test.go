@@ -22,13 +22,25 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(removeBinaryAfter{m},
 		// Sarama (kafka mode): its metrics library's process-wide ticker,
 		// and a closed producer's circuit-breaker timer (sleeps at most
 		// 10s, then ends; time.Sleep is its top frame).
 		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
 		goleak.IgnoreAnyFunction("github.com/eapache/go-resiliency/breaker.(*Breaker).timer"),
 	)
+}
+
+// removeBinaryAfter runs the tests, then removes the statusd binary they
+// share (built once, by binary), whichever test built it.
+type removeBinaryAfter struct{ m *testing.M }
+
+func (r removeBinaryAfter) Run() int {
+	code := r.m.Run()
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+	return code
 }
 
 func env(vars map[string]string) func(string) (string, bool) {
