@@ -1,4 +1,4 @@
-package pubsub
+package kafka
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	wmkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
@@ -253,10 +253,10 @@ func recordPosition(ctx context.Context) (partition int32, offset int64, ok bool
 	if p, ok := ctx.Value(positionKey{}).(position); ok {
 		return p.partition, p.offset, true
 	}
-	partition, ok = kafka.MessagePartitionFromCtx(ctx)
+	partition, ok = wmkafka.MessagePartitionFromCtx(ctx)
 	if !ok {
 		return 0, 0, false
 	}
-	offset, ok = kafka.MessagePartitionOffsetFromCtx(ctx)
+	offset, ok = wmkafka.MessagePartitionOffsetFromCtx(ctx)
 	return partition, offset, ok
 }

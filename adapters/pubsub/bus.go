@@ -48,8 +48,9 @@ type Config struct {
 	// pub/sub (Kafka: the record's size as the producer measures it, key,
 	// value and headers). Broadcast* rejects a larger event at once, with
 	// domain.ErrInvalidEvent, rather than let it fail at every publish
-	// attempt. Default 1 MiB, the Kafka producer's default; NewKafka uses
-	// the lower of this and KafkaConfig.MaxMessageBytes.
+	// attempt. Default 1 MiB, the Kafka producer's default; the Kafka
+	// adapter (adapters/kafka) uses the lower of this and its
+	// kafka.Config.MaxMessageBytes.
 	MaxMessageBytes int
 	// InboxQueueSize bounds the queue of each Inbox. Default 16,384.
 	InboxQueueSize int
@@ -85,7 +86,7 @@ type Config struct {
 	// consumption of the partitions whose events it holds: backpressure,
 	// not coalescing, and never the end of the inbox (its queue holds at
 	// most one event per partition). An event that no subscribed inbox
-	// selects is acknowledged at once. NewKafka sets it for a named
+	// selects is acknowledged at once. kafka.New sets it for a named
 	// consumer group.
 	AckAfterRead bool
 	// CloseTimeout bounds how long closing the router may take. Default 5s.
@@ -93,7 +94,7 @@ type Config struct {
 }
 
 // DefaultMaxMessageBytes is the default of Config.MaxMessageBytes and
-// KafkaConfig.MaxMessageBytes: 1 MiB, the Kafka producer's default.
+// kafka.Config.MaxMessageBytes: 1 MiB, the Kafka producer's default.
 const DefaultMaxMessageBytes = 1 << 20
 
 var topicPattern = regexp.MustCompile(`^[a-z0-9._-]{1,249}$`)
@@ -448,8 +449,8 @@ func (b *Bus) stop(ctx context.Context) error {
 		return steps.err()
 	}
 	for _, a := range []any{b.pub, b.sub} {
-		if a, ok := a.(aborter); ok {
-			a.abort()
+		if a, ok := a.(Aborter); ok {
+			a.Abort()
 		}
 	}
 	abandoned := strings.Join(left, ", ")
@@ -483,11 +484,12 @@ func (b *Bus) closeRouter() error {
 	return err
 }
 
-// aborter is implemented by the adapters of this package that can make
-// what they are still doing fail at once (Kafka: cut their connections),
-// so that the goroutines Close abandons end now rather than after the
-// adapter's own timeouts.
-type aborter interface{ abort() }
+// Aborter is implemented by publishers and subscribers that can make what
+// they are still doing fail at once (Kafka: cut their connections). When
+// Close abandons them after its deadline it calls Abort, so that the
+// goroutines it leaves behind end now rather than after the adapter's own
+// timeouts.
+type Aborter interface{ Abort() }
 
 // closeSteps records which steps of a shutdown have not finished, and the
 // errors of those that have. It is safe for concurrent use.

@@ -33,6 +33,7 @@ import (
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/fanout"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/kafka"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/memory"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
@@ -183,9 +184,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	case "memory":
 		bus, err = pubsub.NewInMemory(busCfg, logger)
 	case "kafka":
-		var kc pubsub.KafkaConfig
+		var kc kafka.Config
 		if kc, err = cfg.kafka.config(); err == nil {
-			bus, err = pubsub.NewKafka(busCfg, kc, logger)
+			bus, err = kafka.New(busCfg, kc, logger)
 		}
 	}
 	if err != nil {
