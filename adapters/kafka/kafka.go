@@ -15,6 +15,7 @@ import (
 	wmkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/fanout"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 )
 
@@ -285,6 +286,12 @@ func (k Config) sarama(role saramaRole) *sarama.Config {
 // dispatched (a consumer that re-reads after a restart or a rebalance) are
 // skipped too.
 //
+// Event ids: a gateway (no ConsumerGroup) dispatches every record with its
+// partition and offset, and, unless cfg.Hub.Cursor is set, with
+// NewCursorCodec(kcfg.Topic) as the hub's cursor codec: an event's id is the
+// gateway's position in the topic after it, from which every gateway of the
+// topic resumes a stream exactly (see fanout.CursorCodec).
+//
 // Partitions added to the topic later: watermill-kafka's consumer without
 // a group reads the partition list once, so a gateway counts the
 // partitions every kcfg.PartitionCheck and reads the new ones itself, from
@@ -366,6 +373,16 @@ func New(cfg pubsub.Config, kcfg Config, logger *slog.Logger) (*pubsub.Bus, erro
 		// The group commits what the Bus acknowledges: only what a reader
 		// has received.
 		cfg.AckAfterRead = true
+	} else {
+		// A gateway reads every partition: its event ids are positions in
+		// the topic, which every gateway of the topic can resume from.
+		if cfg.Hub.Cursor == nil {
+			cfg.Hub.Cursor = NewCursorCodec(kcfg.Topic)
+		}
+		cfg.Position = func(msg *message.Message) (fanout.Position, bool) {
+			partition, offset, ok := recordPosition(msg.Context())
+			return fanout.Position{Partition: partition, Offset: offset}, ok
+		}
 	}
 	userDedupe, userReady := cfg.Dedupe, cfg.Ready
 	cfg.Dedupe = func(msg *message.Message) bool {

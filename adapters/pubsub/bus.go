@@ -70,6 +70,12 @@ type Config struct {
 	// publishes a message again, with its UUID, after a crash. Counted as
 	// duplicates.
 	DedupeUUIDs int
+	// Position, when set, returns where a message lies in a partitioned
+	// log that every instance reads in the same order (Kafka: partition
+	// and offset); the hub then dispatches it with that position
+	// (fanout.Hub.DispatchAt), so that with Hub.Cursor set its event id
+	// resumes on any instance. The Kafka adapter sets both in gateway mode.
+	Position func(*message.Message) (fanout.Position, bool)
 	// Ready, when set, is part of the readiness check: the Bus is ready
 	// when its router runs and Ready returns nil (Kafka: a broker answers).
 	Ready func(context.Context) error
@@ -266,6 +272,12 @@ func (b *Bus) handle(msg *message.Message) error {
 	}
 	if b.cfg.AckAfterRead {
 		return b.readers.deliver(b.hub, ev, data, b.closed)
+	}
+	if b.cfg.Position != nil {
+		if pos, ok := b.cfg.Position(msg); ok {
+			b.hub.DispatchAt(ev, data, pos)
+			return nil
+		}
 	}
 	b.hub.Dispatch(ev, data)
 	return nil

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
+	"github.com/statusbroadcaster/statusbroadcaster/domain"
+)
+
+// idFrame is one frame of a stream, with its SSE id.
+type idFrame struct {
+	ID    string
+	Event domain.Event
+}
+
+// openStream opens an SSE stream with lastID as Last-Event-ID (if set) and
+// returns its frames and a function that cuts the connection.
+func openStream(t *testing.T, url, lastID string) (<-chan idFrame, func()) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	require.NoError(t, err)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	frames := make(chan idFrame, 10_000)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer close(frames)
+		sc := bufio.NewScanner(resp.Body)
+		var f idFrame
+		var data bool
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "id: "):
+				f.ID = strings.TrimPrefix(line, "id: ")
+			case strings.HasPrefix(line, "data: "):
+				data = json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &f.Event) == nil
+			case line == "" && data:
+				frames <- f
+				f, data = idFrame{}, false
+			}
+		}
+	}()
+	cut := func() {
+		_ = resp.Body.Close()
+		<-done
+	}
+	t.Cleanup(cut)
+	return frames, cut
+}
+
+// nextFrames reads n frames, failing after 20 s.
+func nextFrames(t *testing.T, frames <-chan idFrame, n int) []idFrame {
+	t.Helper()
+	var got []idFrame
+	deadline := time.After(20 * time.Second)
+	for len(got) < n {
+		select {
+		case f, ok := <-frames:
+			require.True(t, ok, "stream ended after %d of %d frames", len(got), n)
+			got = append(got, f)
+		case <-deadline:
+			require.FailNow(t, "frames missing", "%d of %d", len(got), n)
+		}
+	}
+	return got
+}
+
+// Two statusd gateways on one broker: a client reads events from A, its
+// connection is cut, events are POSTed meanwhile, and it reconnects to B
+// with the id of the last event it read: exactly the events it missed, in
+// order, no snapshot; for one project, several selectors and every
+// project.
+func TestResumeOnAnotherStatusd(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, pubsub.DefaultTopic))
+	require.NoError(t, err)
+	t.Cleanup(cluster.Close)
+	kafkaArgs := []string{"--pubsub", "kafka", "--kafka-brokers", cluster.ListenAddrs()[0]}
+	a := statusd(t, append(kafkaArgs, "--kafka-client-id", "gateway-a")...)
+	b := statusd(t, append(kafkaArgs, "--kafka-client-id", "gateway-b")...)
+	for _, g := range []string{a, b} {
+		require.Eventually(t, func() bool { return status(t, g+"/readyz") == http.StatusOK }, 10*time.Second, 20*time.Millisecond)
+	}
+	const projects = 5
+	project := func(i, n int) domain.Project {
+		return domain.Project{ID: fmt.Sprintf("resume-%d", i), Name: fmt.Sprintf("app-%d", n), Status: domain.StatusCompiling,
+			UpdatedAt: time.Date(2024, 1, 1, 12, 0, 0, n, time.UTC)}
+	}
+	version := func(t *testing.T, f idFrame) int {
+		var n int
+		_, err := fmt.Sscanf(f.Event.Project.Name, "app-%d", &n)
+		require.NoError(t, err)
+		return n
+	}
+	tests := []struct {
+		name   string
+		path   string
+		picked []int
+	}{
+		{"one project", "/events/projects/resume-2", []int{2}},
+		{"several selectors", "/events?topic=projects:resume-1&topic=projects:resume-3&topic=projects:resume-4", []int{1, 3, 4}},
+		{"every project", "/events/projects", []int{0, 1, 2, 3, 4}},
+	}
+	v := 0 // the versions posted so far, across subtests
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			postRound := func(gateway string) {
+				v++
+				for i := range projects {
+					post(t, gateway, project(i, v))
+				}
+			}
+			barrier, _ := openStream(t, b+"/events/projects?snapshot=false", "")
+			sep := "?"
+			if strings.Contains(tt.path, "?") {
+				sep = "&"
+			}
+			onA, cut := openStream(t, a+tt.path+sep+"snapshot=false", "")
+			postRound(a)
+			postRound(a)
+			read := nextFrames(t, onA, 2*len(tt.picked))
+			lastID := read[len(read)-1].ID
+			assert.True(t, strings.HasPrefix(lastID, "k"), "a position in the topic: %q", lastID)
+			cut()
+			missedFrom := v + 1
+			// Posted to B: one producer, so the project's events are in
+			// the log in the order they were posted.
+			postRound(b)
+			postRound(b)
+			postRound(b)
+			nextFrames(t, barrier, 5*projects) // B has read everything
+
+			resumed, _ := openStream(t, b+tt.path, lastID)
+			got := nextFrames(t, resumed, 3*len(tt.picked))
+			next := map[string]int{}
+			for _, i := range tt.picked {
+				next[fmt.Sprintf("resume-%d", i)] = missedFrom
+			}
+			for _, f := range got {
+				id := f.Event.Project.ID
+				require.Contains(t, next, id, "only the projects selected")
+				require.Equal(t, next[id], version(t, f), "project %s: exactly the next missed event, no snapshot", id)
+				next[id]++
+			}
+			select {
+			case f := <-resumed:
+				assert.Failf(t, "more than the missed events", "%+v", f)
+			case <-time.After(300 * time.Millisecond):
+			}
+		})
+	}
+}
