@@ -430,10 +430,11 @@ func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 			s.mode, s.cursor = backlogHistory, after
 		} else if h.cfg.Cursor != nil {
 			if vec, ok := h.cfg.Cursor.Decode(opts.LastEventID); ok && h.resumeVectorLocked(vec) {
-				// The replay walks the whole history, skipping what lies
-				// before vec, a bounded chunk per Take.
+				// The replay walks the history from the oldest event past
+				// vec, skipping what lies before vec in other partitions,
+				// a bounded chunk per Take.
 				s.resumed = true
-				s.mode, s.cursor, s.vector = backlogHistory, h.oldestLocked()-1, vec
+				s.mode, s.cursor, s.vector = backlogHistory, h.replayStartLocked(vec), vec
 			}
 		}
 	}

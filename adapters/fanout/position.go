@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"slices"
+	"sort"
 )
 
 // Position is where an event lies in a partitioned log that every reader
@@ -38,6 +39,15 @@ type partitionState struct {
 	// after its offsets went backwards (0 if they never did): the history's
 	// older events of the partition belong to a log that is gone.
 	since uint64
+	// refs lists the partition's events in the history (of its current
+	// log), oldest first: where a replay from a position starts.
+	refs []posRef
+}
+
+// posRef is an event of a partition in the history.
+type posRef struct {
+	seq    uint64
+	offset int64
 }
 
 // vectorIndex returns the index of partition p in the sorted vector vec.
@@ -59,17 +69,18 @@ func vectorIndex(vec []Position, p int32) (int, bool) {
 // pos: its older events in the history are no longer replayed.
 func (h *Hub) advanceLocked(pos Position, seq uint64) {
 	i, found := vectorIndex(h.vector, pos.Partition)
-	if !found {
+	switch {
+	case !found:
 		h.vector = slices.Insert(h.vector, i, pos)
 		h.parts[pos.Partition] = &partitionState{floor: pos.Offset - 1}
-		return
-	}
-	if pos.Offset <= h.vector[i].Offset {
+	case pos.Offset <= h.vector[i].Offset:
 		// Backwards: what the history holds of this partition, and every
 		// id naming it, speak of a log that is gone.
 		h.parts[pos.Partition] = &partitionState{floor: pos.Offset - 1, since: seq}
 	}
 	h.vector[i].Offset = pos.Offset
+	st := h.parts[pos.Partition]
+	st.refs = append(st.refs, posRef{seq: seq, offset: pos.Offset})
 }
 
 // evictLocked records that e leaves the history.
@@ -77,9 +88,34 @@ func (h *Hub) evictLocked(e *Entry) {
 	if e == nil || !e.hasPos {
 		return
 	}
-	if st := h.parts[e.pos.Partition]; st != nil && e.Seq >= st.since && e.pos.Offset > st.floor {
-		st.floor = e.pos.Offset
+	st := h.parts[e.pos.Partition]
+	if st == nil || e.Seq < st.since {
+		return // of a log that is gone
 	}
+	st.floor = max(st.floor, e.pos.Offset)
+	if len(st.refs) > 0 && st.refs[0].seq == e.Seq {
+		st.refs[0] = posRef{}
+		st.refs = st.refs[1:]
+	}
+}
+
+// replayStartLocked returns the seq a replay from vec continues after: just
+// before the oldest event of the history past vec (h.seq when there is
+// none), so that a client that was nearly up to date costs a few entries,
+// not a walk through the whole history under the lock.
+func (h *Hub) replayStartLocked(vec []Position) uint64 {
+	start := h.seq
+	for _, p := range h.vector {
+		refs := h.parts[p.Partition].refs
+		k := 0
+		if i, named := vectorIndex(vec, p.Partition); named {
+			k = sort.Search(len(refs), func(j int) bool { return refs[j].offset > vec[i].Offset })
+		}
+		if k < len(refs) {
+			start = min(start, refs[k].seq-1)
+		}
+	}
+	return start
 }
 
 // resumeVectorLocked reports whether the history holds every event past
