@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -163,5 +164,75 @@ func TestResumeOnAnotherStatusd(t *testing.T) {
 			case <-time.After(300 * time.Millisecond):
 			}
 		})
+	}
+}
+
+// One gateway restarted (statusd as a child process, SIGTERM): with
+// --kafka-initial-offset oldest it reads the topic again, and a client
+// resumes on it from an id it got before the restart: exactly the events
+// it missed, no snapshot.
+func TestResumeAfterARestart(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, pubsub.DefaultTopic))
+	require.NoError(t, err)
+	t.Cleanup(cluster.Close)
+	gatewayArgs := []string{"--pubsub", "kafka", "--kafka-brokers", cluster.ListenAddrs()[0], "--kafka-initial-offset", "oldest", "--kafka-client-id", "gateway-a"}
+	a := startChild(t, gatewayArgs...)
+	b := startChild(t, "--pubsub", "kafka", "--kafka-brokers", cluster.ListenAddrs()[0], "--kafka-client-id", "gateway-b")
+	for _, g := range []*child{a, b} {
+		require.Eventually(t, func() bool { return status(t, g.url+"/readyz") == http.StatusOK }, 20*time.Second, 20*time.Millisecond)
+	}
+	const projects = 4
+	project := func(i, n int) domain.Project {
+		return domain.Project{ID: fmt.Sprintf("restart-%d", i), Name: fmt.Sprintf("app-%d", n), Status: domain.StatusCompiling,
+			UpdatedAt: time.Date(2024, 1, 1, 12, 0, 0, n, time.UTC)}
+	}
+	postRound := func(base string, n int) {
+		for i := range projects {
+			post(t, base, project(i, n))
+		}
+	}
+	onA, cut := openStream(t, a.url+"/events/projects?snapshot=false", "")
+	postRound(a.url, 1)
+	postRound(a.url, 2)
+	read := nextFrames(t, onA, 2*projects)
+	lastID := read[len(read)-1].ID
+	cut()
+
+	require.NoError(t, a.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-a.exited:
+	case <-time.After(20 * time.Second):
+		require.FailNow(t, "statusd did not stop on SIGTERM")
+	}
+	postRound(b.url, 3)
+	postRound(b.url, 4)
+
+	restarted := startChild(t, gatewayArgs...)
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(restarted.url + fmt.Sprintf("/projects/restart-%d", projects-1))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var p domain.Project
+		return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&p) == nil && p.Name == "app-4"
+	}, 20*time.Second, 20*time.Millisecond, "the restarted gateway reads the topic again")
+
+	resumed, _ := openStream(t, restarted.url+"/events/projects", lastID)
+	next := map[string]int{}
+	for _, f := range nextFrames(t, resumed, 2*projects) {
+		id := f.Event.Project.ID
+		n, ok := next[id]
+		if !ok {
+			n = 3
+		}
+		require.Equal(t, fmt.Sprintf("app-%d", n), f.Event.Project.Name, "project %s: exactly the next missed event, no snapshot", id)
+		next[id] = n + 1
+	}
+	assert.Len(t, next, projects)
+	select {
+	case f := <-resumed:
+		assert.Failf(t, "more than the missed events", "%+v", f)
+	case <-time.After(300 * time.Millisecond):
 	}
 }
