@@ -43,6 +43,10 @@ type retryingSubscriber struct {
 	backoff time.Duration
 	log     *slog.Logger
 	watch   *partitionWatch // gateway mode only; nil for a consumer group
+	// fill, when set, reads the tail of the topic into the history when
+	// the consumer first attaches (Config.FillHistory).
+	fill     *historyFill
+	fillOnce sync.Once
 
 	// attached is closed once the consumer reads the topic.
 	attached   chan struct{}
@@ -183,6 +187,11 @@ func (s *retryingSubscriber) subscribe(ctx context.Context, topic string) (*read
 // forward waits for it before it returns (and out is closed).
 func (s *retryingSubscriber) forward(ctx context.Context, topic string, r *reading, out chan<- *message.Message) {
 	defer r.stop()
+	if s.fill != nil {
+		// Before anything the consumer reads: the fill's records come
+		// first in each partition, the consumer's repeats of them after.
+		s.fillOnce.Do(func() { s.fillHistory(ctx, topic, r.partitions, out) })
+	}
 	watching := s.watch != nil && s.watch.every > 0
 	taken := &takenPartitions{set: map[int32]bool{}} // partitions below r.partitions the watch took over
 	if watching {

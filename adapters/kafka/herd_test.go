@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -236,4 +237,43 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 		return 0
 	}
 	return sorted[int(q*float64(len(sorted)-1))].Round(10 * time.Microsecond)
+}
+
+// The start-up cost of FillHistory (STATUSBROADCASTER_HERD=1; figures in
+// BENCHMARKS.md): a gateway that fills its history with the topic's last
+// 10,000 records, against one that fills none, same run: the time to
+// ready and the heap it holds once ready.
+func TestKafkaFillHistoryCost(t *testing.T) {
+	if os.Getenv("STATUSBROADCASTER_HERD") == "" {
+		t.Skip("a measurement: set STATUSBROADCASTER_HERD=1 (see BENCHMARKS.md)")
+	}
+	const records = 10_000
+	cluster := startKafka(t)
+	brokers := cluster.ListenAddrs()
+	producer := newKafkaBus(t, brokers, pubsub.Config{OutboxCapacity: records}, withClient(kafka.Config{}, "producer"))
+	watcher := newKafkaBus(t, brokers, pubsub.Config{}, withClient(kafka.Config{}, "watcher"))
+	awaitReady(t, producer, watcher)
+	ids := make([]string, records)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("cost-%05d", i)
+		require.NoError(t, producer.BroadcastProjectUpdate(pubsubtest.Project(ids[i], 1)))
+	}
+	require.Eventually(t, func() bool { return len(watcher.LatestAll()) == records }, 60*time.Second, 50*time.Millisecond)
+	for _, fill := range []int{0, records} {
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		start := time.Now()
+		g := newKafkaBus(t, brokers, pubsub.Config{}, withClient(kafka.Config{FillHistory: fill}, fmt.Sprintf("fill-%d", fill)))
+		require.Eventually(t, func() bool { return g.Ready(context.Background()) == nil }, 60*time.Second, time.Millisecond)
+		took := time.Since(start)
+		runtime.GC()
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		t.Logf("FillHistory=%d: ready after %s, %d projects cached, heap +%.1f MiB",
+			fill, took.Round(time.Millisecond), len(g.LatestAll()), float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/(1<<20))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		require.NoError(t, g.Close(ctx))
+		cancel()
+	}
 }

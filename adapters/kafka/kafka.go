@@ -122,6 +122,17 @@ type Config struct {
 	// within about two periods. Default 1m; negative: never (a group then
 	// keeps Sarama's 10m).
 	PartitionCheck time.Duration
+	// FillHistory is how many of the topic's last records a gateway (no
+	// ConsumerGroup, InitialOffset OffsetNewest) reads when it starts,
+	// spread evenly over the partitions, before it reports ready: they
+	// fill its resume history (and its latest-state cache), so that a
+	// gateway just (re)started resumes the ids other gateways gave out.
+	// Set it to the hub's history (statusd: --history). A subscriber of
+	// the Bus before it is ready receives them as events. 0: none.
+	FillHistory int
+	// FillTimeout bounds the fill; what is not read by then is not in the
+	// history (those ids get the snapshot). Default 30s.
+	FillTimeout time.Duration
 }
 
 func (k *Config) setDefaults(busTopic string) {
@@ -151,6 +162,9 @@ func (k *Config) setDefaults(busTopic string) {
 	}
 	if k.MaxMessageBytes <= 0 {
 		k.MaxMessageBytes = pubsub.DefaultMaxMessageBytes
+	}
+	if k.FillTimeout <= 0 {
+		k.FillTimeout = 30 * time.Second
 	}
 }
 
@@ -366,6 +380,18 @@ func New(cfg pubsub.Config, kcfg Config, logger *slog.Logger) (*pubsub.Bus, erro
 		}
 	}
 	sub := newRetryingSubscriber(inner, consumerDialer, kcfg.ConsumerGroup != "", kcfg.partitionCount, watch, kcfg.ReconnectBackoff, logger)
+	if kcfg.ConsumerGroup == "" && kcfg.InitialOffset == OffsetNewest && kcfg.FillHistory > 0 {
+		sub.fill = &historyFill{
+			records: kcfg.FillHistory,
+			timeout: kcfg.FillTimeout,
+			newClient: func() (sarama.Client, error) {
+				conf := kcfg.sarama(roleConsumer)
+				consumerDialer.install(conf)
+				return sarama.NewClient(kcfg.Brokers, conf)
+			},
+			done: make(chan struct{}),
+		}
+	}
 	pub := newBatchPublisher(kcfg.Brokers, kcfg.sarama(roleProducer), newMarshaler(), sub.attached, logger)
 	probe := newBrokerProbe(kcfg)
 
@@ -396,6 +422,13 @@ func New(cfg pubsub.Config, kcfg Config, logger *slog.Logger) (*pubsub.Bus, erro
 		case <-sub.attached:
 		default:
 			return errors.New("kafka: consumer not connected yet")
+		}
+		if sub.fill != nil {
+			select {
+			case <-sub.fill.done:
+			default:
+				return errors.New("kafka: filling the history from the topic")
+			}
 		}
 		if err := probe.check(ctx); err != nil {
 			return err

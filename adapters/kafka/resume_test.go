@@ -269,3 +269,57 @@ func TestKafkaResumeAfterARestartFromTheOldestOffset(t *testing.T) {
 	}
 	assertNothingMore(t, s)
 }
+
+// A gateway started after the events (reading from the newest offset)
+// fills its history from the tail of the topic before it is ready: it
+// resumes an id another gateway gave out before it started, exactly, and
+// then delivers live events once (the consumer's overlap with the fill is
+// skipped). One whose fill holds less gets the snapshot for that id.
+func TestKafkaGatewayFillsItsHistoryFromTheTopic(t *testing.T) {
+	cluster := startKafka(t)
+	brokers := cluster.ListenAddrs()
+	producer := newKafkaBus(t, brokers, pubsub.Config{}, withClient(kafka.Config{}, "producer"))
+	first := newKafkaBus(t, brokers, pubsub.Config{}, withClient(kafka.Config{}, "first"))
+	awaitReady(t, producer, first)
+	ids := []string{"fill-0", "fill-1", "fill-2", "fill-3", "fill-4", "fill-5"}
+	broadcast := func(n int) {
+		for _, id := range ids {
+			require.NoError(t, producer.BroadcastProjectUpdate(pubsubtest.Project(id, n)))
+		}
+	}
+	sub, err := first.Subscribe(fanout.SubscribeOptions{Topics: []domain.Topic{domain.AllProjects}})
+	require.NoError(t, err)
+	defer sub.Close()
+	broadcast(1)
+	broadcast(2)
+	lastID := takeEntries(t, sub, 2*len(ids), 20*time.Second)[2*len(ids)-1].ID
+	broadcast(3)
+	broadcast(4)
+	takeEntries(t, sub, 2*len(ids), 20*time.Second) // on the topic
+
+	later := newKafkaBus(t, brokers, pubsub.Config{}, withClient(kafka.Config{FillHistory: 100}, "later"))
+	awaitReady(t, later)
+	s, err := later.Subscribe(fanout.SubscribeOptions{Topics: []domain.Topic{domain.AllProjects}, Snapshot: true, LastEventID: lastID})
+	require.NoError(t, err)
+	defer s.Close()
+	require.True(t, s.Resumed(), "resumed from an id given out before the gateway started")
+	next := map[string]int{}
+	for _, e := range takeEntries(t, s, 2*len(ids), 20*time.Second) {
+		require.Equal(t, 3+next[e.ProjectID()], version(t, e), "project %s", e.ProjectID())
+		next[e.ProjectID()]++
+	}
+	assertNothingMore(t, s)
+	broadcast(5)
+	for _, e := range takeEntries(t, s, len(ids), 20*time.Second) {
+		assert.Equal(t, 5, version(t, e), "live, once")
+	}
+	assertNothingMore(t, s)
+
+	// One record per partition: the id's successors are not all there.
+	short := newKafkaBus(t, brokers, pubsub.Config{}, withClient(kafka.Config{FillHistory: testPartitions}, "short"))
+	awaitReady(t, short)
+	s2, err := short.Subscribe(fanout.SubscribeOptions{Topics: []domain.Topic{domain.AllProjects}, Snapshot: true, LastEventID: lastID})
+	require.NoError(t, err)
+	defer s2.Close()
+	assert.False(t, s2.Resumed(), "the snapshot instead")
+}

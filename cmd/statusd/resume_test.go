@@ -236,3 +236,53 @@ func TestResumeAfterARestart(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// A gateway restarted on the newest offsets (the default) fills its
+// history from the tail of the topic before it is ready, and resumes a
+// client from an id it got before the restart.
+func TestResumeAfterARestartOnTheNewestOffsets(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, pubsub.DefaultTopic))
+	require.NoError(t, err)
+	t.Cleanup(cluster.Close)
+	gatewayArgs := []string{"--pubsub", "kafka", "--kafka-brokers", cluster.ListenAddrs()[0], "--kafka-client-id", "gateway-a"}
+	a := startChild(t, gatewayArgs...)
+	require.Eventually(t, func() bool { return status(t, a.url+"/readyz") == http.StatusOK }, 20*time.Second, 20*time.Millisecond)
+	project := func(i, n int) domain.Project {
+		return domain.Project{ID: fmt.Sprintf("newest-%d", i), Name: fmt.Sprintf("app-%d", n), Status: domain.StatusCompiling,
+			UpdatedAt: time.Date(2024, 1, 1, 12, 0, 0, n, time.UTC)}
+	}
+	const projects = 4
+	onA, cut := openStream(t, a.url+"/events/projects?snapshot=false", "")
+	for n := 1; n <= 4; n++ {
+		for i := range projects {
+			post(t, a.url, project(i, n))
+		}
+	}
+	read := nextFrames(t, onA, 4*projects)
+	lastID := read[2*projects-1].ID // the client read half of them, then its connection broke
+	missed := map[string][]string{} // what followed on A, per project
+	for _, f := range read[2*projects:] {
+		missed[f.Event.Project.ID] = append(missed[f.Event.Project.ID], f.Event.Project.Name)
+	}
+	cut()
+	require.NoError(t, a.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-a.exited:
+	case <-time.After(20 * time.Second):
+		require.FailNow(t, "statusd did not stop on SIGTERM")
+	}
+
+	restarted := startChild(t, gatewayArgs...)
+	require.Eventually(t, func() bool { return status(t, restarted.url+"/readyz") == http.StatusOK }, 20*time.Second, 20*time.Millisecond)
+	resumed, _ := openStream(t, restarted.url+"/events/projects", lastID)
+	got := map[string][]string{}
+	for _, f := range nextFrames(t, resumed, 2*projects) {
+		got[f.Event.Project.ID] = append(got[f.Event.Project.ID], f.Event.Project.Name)
+	}
+	assert.Equal(t, missed, got, "exactly the events that followed the id on A, in order per project, no snapshot")
+	select {
+	case f := <-resumed:
+		assert.Failf(t, "more than the missed events", "%+v", f)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
