@@ -323,3 +323,49 @@ func TestKafkaGatewayFillsItsHistoryFromTheTopic(t *testing.T) {
 	defer s2.Close()
 	assert.False(t, s2.Resumed(), "the snapshot instead")
 }
+
+// Partitions added later: an id given out before a partition existed does
+// not name it, and a gateway that read the partition from its first record
+// replays all of it, with the rest past the id.
+func TestKafkaResumeWithPartitionsAddedLater(t *testing.T) {
+	const topic = "resume-growing"
+	cluster := startKafka(t)
+	createTopic(t, cluster, topic, 2)
+	producer := manualProducer(t, cluster, topic)
+	produce := func(id string, n int, partition int32) {
+		require.NoError(t, producer.ProduceSync(context.Background(), eventRecord(t, id, n, partition, time.Now())).FirstErr())
+	}
+	kc := kafka.Config{Topic: topic, PartitionCheck: 100 * time.Millisecond}
+	a := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, withClient(kc, "gateway-a"))
+	b := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, withClient(kc, "gateway-b"))
+	awaitReady(t, a, b)
+	sub, err := a.Subscribe(fanout.SubscribeOptions{Topics: []domain.Topic{domain.AllProjects}})
+	require.NoError(t, err)
+	defer sub.Close()
+	produce("p0", 1, 0)
+	produce("p1", 1, 1)
+	read := takeEntries(t, sub, 2, 20*time.Second)
+	lastID := read[1].ID
+	vec, ok := kafka.NewCursorCodec(topic).Decode(lastID)
+	require.True(t, ok)
+	require.Len(t, vec, 2, "the id names the two partitions")
+
+	addPartitions(t, cluster, topic, 3)
+	fresh := manualProducer(t, cluster, topic) // knows the third partition
+	require.NoError(t, fresh.ProduceSync(context.Background(), eventRecord(t, "p2", 1, 2, time.Now())).FirstErr())
+	require.NoError(t, fresh.ProduceSync(context.Background(), eventRecord(t, "p2", 2, 2, time.Now())).FirstErr())
+	produce("p0", 2, 0)
+	awaitLatest(t, b, []string{"p2"}, 2)
+	awaitLatest(t, b, []string{"p0"}, 2)
+
+	s, err := b.Subscribe(fanout.SubscribeOptions{Topics: []domain.Topic{domain.AllProjects}, Snapshot: true, LastEventID: lastID})
+	require.NoError(t, err)
+	defer s.Close()
+	require.True(t, s.Resumed())
+	got := map[string][]int{}
+	for _, e := range takeEntries(t, s, 3, 20*time.Second) {
+		got[e.ProjectID()] = append(got[e.ProjectID()], version(t, e))
+	}
+	assert.Equal(t, map[string][]int{"p0": {2}, "p2": {1, 2}}, got, "the new partition from its first record, p0 past the id")
+	assertNothingMore(t, s)
+}
