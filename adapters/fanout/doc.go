@@ -29,4 +29,12 @@
 // ErrSlowSubscriber rather than allowed to hold unbounded memory or delay
 // anyone else. Inbox turns a Subscription into the channel-based subscriber
 // of the library API.
+//
+// Event ids are the hub's own ("<epoch>-<seq>", resumable on this hub only)
+// unless the transport defines a cursor: events dispatched with their
+// position in a partitioned log that every hub reads in the same order
+// (DispatchAt; Kafka: partition and offset) get, with Config.Cursor, an id
+// that encodes the hub's position in every partition, from which any such
+// hub replays exactly what lies past it (see CursorCodec). The hub knows
+// nothing of Kafka.
 package fanout

@@ -29,6 +29,10 @@ type Entry struct {
 	typ       domain.EventType
 	// project is where the project record's JSON lies in Data.
 	projectStart, projectEnd uint32
+	// pos is where the event lies in a partitioned log, when hasPos (see
+	// Hub.DispatchAt).
+	pos    Position
+	hasPos bool
 }
 
 // ProjectID returns the id of the project the entry is about.

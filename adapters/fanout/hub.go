@@ -36,6 +36,12 @@ type Config struct {
 	QueueSize int
 	// Metrics receives counts; nil counts nothing.
 	Metrics Metrics
+	// Cursor, when set, makes the ids of the events dispatched with a
+	// position (DispatchAt) encode the hub's position in a partitioned log
+	// (every partition's last offset read), so that any hub reading the
+	// same log can resume from them (SubscribeOptions.LastEventID). Events
+	// dispatched without one keep ids of this hub only.
+	Cursor CursorCodec
 }
 
 // Metrics is what the hub reports. *metrics.Metrics (package
@@ -91,6 +97,11 @@ type Hub struct {
 	// forgotten); sortedIDs is the sorted id list as of sortedGen.
 	idsGen, sortedGen uint64
 	sortedIDs         []string
+	// vector is the hub's position in a partitioned log (Config.Cursor):
+	// the offset of the last event read from each partition, sorted by
+	// partition; parts what it knows of each.
+	vector []Position
+	parts  map[int32]*partitionState
 
 	byProject map[string]map[*Subscription]struct{}
 	wildcard  map[*Subscription]struct{}
@@ -111,6 +122,7 @@ func NewHub(cfg Config) *Hub {
 		byProject: make(map[string]map[*Subscription]struct{}),
 		wildcard:  make(map[*Subscription]struct{}),
 		live:      make(map[*Subscription]struct{}),
+		parts:     make(map[int32]*partitionState),
 	}
 }
 
@@ -127,7 +139,21 @@ func newEpoch() string {
 // dispatched in order (the router does); Dispatch itself never blocks on a
 // subscriber.
 func (h *Hub) Dispatch(ev domain.Event, data []byte) *Entry {
+	return h.dispatch(newEntry(ev, data))
+}
+
+// DispatchAt is Dispatch for an event read at pos in a partitioned log
+// that other hubs read too (Kafka: partition and offset). With
+// Config.Cursor set, the event's id is then the hub's position in the log
+// after it, which every such hub can resume from. Events of one partition
+// must be dispatched in the log's order.
+func (h *Hub) DispatchAt(ev domain.Event, data []byte, pos Position) *Entry {
 	e := newEntry(ev, data) // outside the lock
+	e.pos, e.hasPos = pos, h.cfg.Cursor != nil
+	return h.dispatch(e)
+}
+
+func (h *Hub) dispatch(e *Entry) *Entry {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -135,8 +161,17 @@ func (h *Hub) Dispatch(ev domain.Event, data []byte) *Entry {
 	}
 	h.seq++
 	e.Seq = h.seq
-	e.ID = h.epoch + "-" + strconv.FormatUint(h.seq, 10)
-	h.history[(e.Seq-1)%uint64(len(h.history))] = e
+	slot := (e.Seq - 1) % uint64(len(h.history))
+	if h.cfg.Cursor != nil {
+		h.evictLocked(h.history[slot])
+	}
+	if e.hasPos {
+		h.advanceLocked(e.pos, e.Seq)
+		e.ID = h.cfg.Cursor.Encode(h.vector)
+	} else {
+		e.ID = h.epoch + "-" + strconv.FormatUint(h.seq, 10)
+	}
+	h.history[slot] = e
 	h.rememberLocked(e)
 
 	delivered := 0
@@ -393,6 +428,14 @@ func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 		if after, ok := h.resumableLocked(opts.LastEventID); ok {
 			s.resumed = true
 			s.mode, s.cursor = backlogHistory, after
+		} else if h.cfg.Cursor != nil {
+			if vec, ok := h.cfg.Cursor.Decode(opts.LastEventID); ok && h.resumeVectorLocked(vec) {
+				// The replay walks the history from the oldest event past
+				// vec, skipping what lies before vec in other partitions,
+				// a bounded chunk per Take.
+				s.resumed = true
+				s.mode, s.cursor, s.vector = backlogHistory, h.replayStartLocked(vec), vec
+			}
 		}
 	}
 	if !s.resumed && opts.Snapshot {
@@ -459,7 +502,7 @@ func (h *Hub) nextBacklogLocked(s *Subscription, dst []*Entry) []*Entry {
 			}
 			e := h.history[s.cursor%uint64(len(h.history))] // seq cursor+1
 			s.cursor++
-			if s.selectsLocked(e.ProjectID()) {
+			if s.selectsLocked(e.ProjectID()) && (s.vector == nil || h.pastVectorLocked(s.vector, e)) {
 				dst = append(dst, e)
 				bytes += len(e.Data)
 			}
@@ -469,7 +512,7 @@ func (h *Hub) nextBacklogLocked(s *Subscription, dst []*Entry) []*Entry {
 		start := len(dst)
 		for t := range s.topics {
 			id, _ := t.ProjectID()
-			if e, ok := h.latest[id]; ok && e.Seq > s.cursor {
+			if e, ok := h.latest[id]; ok && e.Seq > s.cursor && (s.vector == nil || h.pastVectorLocked(s.vector, e)) {
 				dst = append(dst, e)
 			}
 		}
@@ -495,6 +538,9 @@ func (h *Hub) nextBacklogLocked(s *Subscription, dst []*Entry) []*Entry {
 			s.cursor = slot.seq
 			if h.liveSlotLocked(slot) && s.selectsLocked(slot.id) {
 				e := h.latest[slot.id]
+				if s.vector != nil && !h.pastVectorLocked(s.vector, e) {
+					continue // the client had it (a replay that fell behind the history)
+				}
 				dst = append(dst, e)
 				bytes += len(e.Data)
 			}
@@ -504,7 +550,7 @@ func (h *Hub) nextBacklogLocked(s *Subscription, dst []*Entry) []*Entry {
 		}
 	}
 	if s.cursor >= h.seq {
-		s.mode = backlogNone
+		s.mode, s.vector = backlogNone, nil
 		s.backlogActive.Store(false)
 		for t := range s.topics {
 			h.indexLocked(s, t)

@@ -29,7 +29,10 @@ type Subscription struct {
 	err      error
 	mode     backlogMode
 	cursor   uint64 // the backlog continues after this seq
-	parked   int    // times parked
+	// vector, during a replay from a position in a partitioned log (see
+	// CursorCodec), is that position: the backlog skips what lies before.
+	vector []Position
+	parked int // times parked
 }
 
 func newEntryQueue(size int) *coalesce.Queue[*Entry] {

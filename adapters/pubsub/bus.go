@@ -48,8 +48,9 @@ type Config struct {
 	// pub/sub (Kafka: the record's size as the producer measures it, key,
 	// value and headers). Broadcast* rejects a larger event at once, with
 	// domain.ErrInvalidEvent, rather than let it fail at every publish
-	// attempt. Default 1 MiB, the Kafka producer's default; NewKafka uses
-	// the lower of this and KafkaConfig.MaxMessageBytes.
+	// attempt. Default 1 MiB, the Kafka producer's default; the Kafka
+	// adapter (adapters/kafka) uses the lower of this and its
+	// kafka.Config.MaxMessageBytes.
 	MaxMessageBytes int
 	// InboxQueueSize bounds the queue of each Inbox. Default 16,384.
 	InboxQueueSize int
@@ -69,6 +70,12 @@ type Config struct {
 	// publishes a message again, with its UUID, after a crash. Counted as
 	// duplicates.
 	DedupeUUIDs int
+	// Position, when set, returns where a message lies in a partitioned
+	// log that every instance reads in the same order (Kafka: partition
+	// and offset); the hub then dispatches it with that position
+	// (fanout.Hub.DispatchAt), so that with Hub.Cursor set its event id
+	// resumes on any instance. The Kafka adapter sets both in gateway mode.
+	Position func(*message.Message) (fanout.Position, bool)
 	// Ready, when set, is part of the readiness check: the Bus is ready
 	// when its router runs and Ready returns nil (Kafka: a broker answers).
 	Ready func(context.Context) error
@@ -85,7 +92,7 @@ type Config struct {
 	// consumption of the partitions whose events it holds: backpressure,
 	// not coalescing, and never the end of the inbox (its queue holds at
 	// most one event per partition). An event that no subscribed inbox
-	// selects is acknowledged at once. NewKafka sets it for a named
+	// selects is acknowledged at once. kafka.New sets it for a named
 	// consumer group.
 	AckAfterRead bool
 	// CloseTimeout bounds how long closing the router may take. Default 5s.
@@ -93,7 +100,7 @@ type Config struct {
 }
 
 // DefaultMaxMessageBytes is the default of Config.MaxMessageBytes and
-// KafkaConfig.MaxMessageBytes: 1 MiB, the Kafka producer's default.
+// kafka.Config.MaxMessageBytes: 1 MiB, the Kafka producer's default.
 const DefaultMaxMessageBytes = 1 << 20
 
 var topicPattern = regexp.MustCompile(`^[a-z0-9._-]{1,249}$`)
@@ -265,6 +272,12 @@ func (b *Bus) handle(msg *message.Message) error {
 	}
 	if b.cfg.AckAfterRead {
 		return b.readers.deliver(b.hub, ev, data, b.closed)
+	}
+	if b.cfg.Position != nil {
+		if pos, ok := b.cfg.Position(msg); ok {
+			b.hub.DispatchAt(ev, data, pos)
+			return nil
+		}
 	}
 	b.hub.Dispatch(ev, data)
 	return nil
@@ -448,8 +461,8 @@ func (b *Bus) stop(ctx context.Context) error {
 		return steps.err()
 	}
 	for _, a := range []any{b.pub, b.sub} {
-		if a, ok := a.(aborter); ok {
-			a.abort()
+		if a, ok := a.(Aborter); ok {
+			a.Abort()
 		}
 	}
 	abandoned := strings.Join(left, ", ")
@@ -483,11 +496,12 @@ func (b *Bus) closeRouter() error {
 	return err
 }
 
-// aborter is implemented by the adapters of this package that can make
-// what they are still doing fail at once (Kafka: cut their connections),
-// so that the goroutines Close abandons end now rather than after the
-// adapter's own timeouts.
-type aborter interface{ abort() }
+// Aborter is implemented by publishers and subscribers that can make what
+// they are still doing fail at once (Kafka: cut their connections). When
+// Close abandons them after its deadline it calls Abort, so that the
+// goroutines it leaves behind end now rather than after the adapter's own
+// timeouts.
+type Aborter interface{ Abort() }
 
 // closeSteps records which steps of a shutdown have not finished, and the
 // errors of those that have. It is safe for concurrent use.

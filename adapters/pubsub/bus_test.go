@@ -10,20 +10,12 @@ import (
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
+	"github.com/statusbroadcaster/statusbroadcaster/domain"
+	"github.com/statusbroadcaster/statusbroadcaster/ports"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// Sarama's metrics library starts one ticker goroutine per process,
-		// on first use, and never stops it: a singleton, not a leak per Bus.
-		goleak.IgnoreTopFunction("github.com/rcrowley/go-metrics.(*meterArbiter).tick"),
-		// A Sarama producer whose circuit breaker opened (broker down, or
-		// its connections cut by Close) leaves a goroutine sleeping out the
-		// breaker's 10s timeout, even after it is closed; it then ends
-		// (breaker.timer: time.Sleep, then a state change). Its top frame
-		// is time.Sleep, hence IgnoreAnyFunction.
-		goleak.IgnoreAnyFunction("github.com/eapache/go-resiliency/breaker.(*Breaker).timer"),
-	)
+	goleak.VerifyTestMain(m)
 }
 
 func newInMemory(t *testing.T, cfg pubsub.Config) *pubsub.Bus {
@@ -41,4 +33,17 @@ func newInMemory(t *testing.T, cfg pubsub.Config) *pubsub.Bus {
 func TestInMemoryContract(t *testing.T) {
 	pubsubtest.TestBus(t, pubsubtest.Features{Name: "memory", ManyEvents: 10_000, SlowSubscriberEvents: 12_000},
 		func(t *testing.T) pubsubtest.Bus { return newInMemory(t, pubsub.Config{InboxQueueSize: 4_096}) })
+}
+
+// nextEvent returns the next event of in, failing the test after timeout.
+func nextEvent(t *testing.T, in ports.Inbox, timeout time.Duration) domain.Event {
+	t.Helper()
+	select {
+	case ev, ok := <-in.Events():
+		require.True(t, ok, "inbox ended: %v", in.Err())
+		return ev
+	case <-time.After(timeout):
+		require.FailNow(t, "no event", "waited %s", timeout)
+	}
+	panic("unreachable")
 }

@@ -21,6 +21,10 @@
 // coalesces to the latest event per project when it fills up (package
 // coalesce), so an outage costs intermediate states, never the latest one.
 //
+// The adapters around the Bus: NewInMemory (Watermill's gochannel, below),
+// the Kafka adapter (package adapters/kafka, whose New returns a Bus), and
+// the HTTP SSE gateway (package adapters/httpapi), which reads a Bus.
+//
 // NewInMemory wires the Bus to Watermill's gochannel, configured so that it
 // keeps order: by default gochannel starts a goroutine per message and
 // subscriber and does not (watermill issues #459, #560, #692).

@@ -62,18 +62,20 @@ func newOutbox(cfg Config, pub message.Publisher, gate <-chan struct{}, log *slo
 		abort: make(chan struct{}),
 		done:  make(chan struct{}),
 	}
-	if s, ok := pub.(recordSizer); ok {
-		o.size = s.recordSize
+	if s, ok := pub.(RecordSizer); ok {
+		o.size = s.RecordSize
 	}
 	go o.run()
 	return o
 }
 
-// recordSizer is implemented by publishers that know how large the record
+// RecordSizer is implemented by publishers that know how large the record
 // of a message is on their pub/sub (Kafka: key, value and headers, as the
-// producer measures them against its limit).
-type recordSizer interface {
-	recordSize(*message.Message) int
+// producer measures them against its limit). The outbox compares that size
+// with Config.MaxMessageBytes when an event is broadcast; for other
+// publishers it counts the payload and the metadata.
+type RecordSizer interface {
+	RecordSize(*message.Message) int
 }
 
 // messageSize is the size of a message where the publisher does not say:
@@ -86,27 +88,31 @@ func messageSize(msg *message.Message) int {
 	return n
 }
 
-// rejectedError is returned by a publisher whose pub/sub refused some
+// RejectedError is returned by a publisher whose pub/sub refused some
 // messages for good — too large, invalid, forbidden by a policy or an ACL:
 // publishing them again cannot succeed. The outbox drops them (logged with
 // their project, counted as dropped "rejected") and goes on with the
-// others. temporary, when set, is the failure of the call that stopped it
+// others. Temporary, when set, is the failure of the call that stopped it
 // (the outbox retries the rest of the batch); otherwise every other
 // message was published.
-type rejectedError struct {
-	rejected  map[string]error // by message UUID
-	temporary error
+type RejectedError struct {
+	// Rejected holds the reason each message was refused, by message UUID.
+	Rejected map[string]error
+	// Temporary is the failure that stopped the call, if any: the messages
+	// not in Rejected are published again.
+	Temporary error
 }
 
-func (e *rejectedError) Error() string {
-	msg := fmt.Sprintf("%d messages rejected for good", len(e.rejected))
-	if e.temporary != nil {
-		msg += "; " + e.temporary.Error()
+func (e *RejectedError) Error() string {
+	msg := fmt.Sprintf("%d messages rejected for good", len(e.Rejected))
+	if e.Temporary != nil {
+		msg += "; " + e.Temporary.Error()
 	}
 	return msg
 }
 
-func (e *rejectedError) Unwrap() error { return e.temporary }
+// Unwrap returns Temporary.
+func (e *RejectedError) Unwrap() error { return e.Temporary }
 
 // enqueue validates and queues ev. Only invalid input, and a closed outbox
 // (domain.ErrBroadcasterClosed), are errors.
@@ -269,9 +275,9 @@ func (o *outbox) publish(batch []*message.Message) bool {
 		o.publishStart.Store(time.Now().UnixNano())
 		err := o.pub.Publish(o.cfg.Topic, batch...)
 		o.publishStart.Store(0)
-		if rejected := (*rejectedError)(nil); errors.As(err, &rejected) {
+		if rejected := (*RejectedError)(nil); errors.As(err, &rejected) {
 			batch = o.dropRejected(batch, rejected)
-			err = rejected.temporary
+			err = rejected.Temporary
 		}
 		if err == nil {
 			o.metrics.Published(len(batch))
@@ -302,10 +308,10 @@ func (o *outbox) publish(batch []*message.Message) bool {
 
 // dropRejected removes from batch the messages the pub/sub rejected for
 // good, and logs and counts each. The others keep their order.
-func (o *outbox) dropRejected(batch []*message.Message, rej *rejectedError) []*message.Message {
+func (o *outbox) dropRejected(batch []*message.Message, rej *RejectedError) []*message.Message {
 	kept := batch[:0]
 	for _, msg := range batch {
-		err, bad := rej.rejected[msg.UUID]
+		err, bad := rej.Rejected[msg.UUID]
 		if !bad {
 			kept = append(kept, msg)
 			continue

@@ -109,8 +109,10 @@ var metricsOn = regexp.MustCompile(`metrics on (http://[^ "]+)/metrics`)
 // main one.
 func TestMetricsAddr(t *testing.T) {
 	url, logs := startRun(t, "--metrics-addr", "127.0.0.1:0", "--jwt-secret", testSecret)
-	m := metricsOn.FindStringSubmatch(logs.String())
-	require.NotNil(t, m, logs.String())
+	var m []string
+	// The metrics listener is logged just after the main one.
+	require.Eventually(t, func() bool { m = metricsOn.FindStringSubmatch(logs.String()); return m != nil }, 10*time.Second, 5*time.Millisecond,
+		"the metrics listener's address is logged")
 	require.NotEqual(t, url, m[1])
 	resp, err := http.Get(m[1] + "/metrics")
 	require.NoError(t, err)

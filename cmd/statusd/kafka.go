@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/kafka"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 )
 
@@ -32,9 +33,9 @@ func (k *kafkaFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.brokers, "kafka-brokers", "", "Kafka bootstrap brokers, host:port[,host:port…] (required with --pubsub kafka)")
 	fs.StringVar(&k.topic, "kafka-topic", pubsub.DefaultTopic, "Kafka topic of every event; create it first, compacted, with several partitions")
 	fs.StringVar(&k.clientID, "kafka-client-id", "statusd", "client id this instance gives the brokers")
-	fs.StringVar(&k.initialOffset, "kafka-initial-offset", string(pubsub.OffsetNewest),
+	fs.StringVar(&k.initialOffset, "kafka-initial-offset", string(kafka.OffsetNewest),
 		"where this gateway starts reading: newest (live events only) or oldest (replay the topic to rebuild the latest-state cache)")
-	fs.StringVar(&k.version, "kafka-version", pubsub.DefaultKafkaVersion, "Kafka protocol version to speak")
+	fs.StringVar(&k.version, "kafka-version", kafka.DefaultVersion, "Kafka protocol version to speak")
 	fs.BoolVar(&k.tls, "kafka-tls", false, "connect to the brokers over TLS")
 	fs.StringVar(&k.tlsCA, "kafka-tls-ca", "", "PEM file of the CA that signed the brokers' certificates (default: the system's; implies --kafka-tls)")
 	fs.BoolVar(&k.tlsInsecure, "kafka-tls-insecure", false, "do not verify the brokers' certificates (testing only)")
@@ -44,10 +45,10 @@ func (k *kafkaFlags) register(fs *flag.FlagSet) {
 		"how often to look for partitions added to the topic; the gateway reads the new ones from their oldest offset. Negative: never; 0 is an error")
 }
 
-// config returns the pubsub.KafkaConfig the flags describe, validated.
+// config returns the kafka.Config the flags describe, validated.
 // Gateways consume without a consumer group: every instance sees every
 // event.
-func (k *kafkaFlags) config() (pubsub.KafkaConfig, error) {
+func (k *kafkaFlags) config() (kafka.Config, error) {
 	var brokers []string
 	for b := range strings.SplitSeq(k.brokers, ",") {
 		if b = strings.TrimSpace(b); b != "" {
@@ -55,18 +56,18 @@ func (k *kafkaFlags) config() (pubsub.KafkaConfig, error) {
 		}
 	}
 	if len(brokers) == 0 {
-		return pubsub.KafkaConfig{}, errors.New("--pubsub kafka needs --kafka-brokers")
+		return kafka.Config{}, errors.New("--pubsub kafka needs --kafka-brokers")
 	}
 	if k.partitionCheck == 0 {
-		// pubsub.KafkaConfig takes 0 as "the default" (1m), which is not
+		// kafka.Config takes 0 as "the default" (1m), which is not
 		// what --kafka-partition-check 0 would say.
-		return pubsub.KafkaConfig{}, errors.New("--kafka-partition-check 0: give how often to check (such as 1m), or a negative duration for never")
+		return kafka.Config{}, errors.New("--kafka-partition-check 0: give how often to check (such as 1m), or a negative duration for never")
 	}
-	kc := pubsub.KafkaConfig{
+	kc := kafka.Config{
 		Brokers:        brokers,
 		Topic:          k.topic,
 		ClientID:       k.clientID,
-		InitialOffset:  pubsub.InitialOffset(k.initialOffset),
+		InitialOffset:  kafka.InitialOffset(k.initialOffset),
 		Version:        k.version,
 		PartitionCheck: k.partitionCheck,
 	}
@@ -75,22 +76,22 @@ func (k *kafkaFlags) config() (pubsub.KafkaConfig, error) {
 		if k.tlsCA != "" {
 			pem, err := os.ReadFile(k.tlsCA)
 			if err != nil {
-				return pubsub.KafkaConfig{}, fmt.Errorf("--kafka-tls-ca: %w", err)
+				return kafka.Config{}, fmt.Errorf("--kafka-tls-ca: %w", err)
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return pubsub.KafkaConfig{}, fmt.Errorf("--kafka-tls-ca: no PEM certificate in %s", k.tlsCA)
+				return kafka.Config{}, fmt.Errorf("--kafka-tls-ca: no PEM certificate in %s", k.tlsCA)
 			}
 			kc.TLS.RootCAs = pool
 		}
 	}
 	if k.saslUser != "" {
-		kc.SASL = &pubsub.SASLConfig{User: k.saslUser, Password: k.saslPassword}
+		kc.SASL = &kafka.SASLConfig{User: k.saslUser, Password: k.saslPassword}
 	} else if k.saslPassword != "" {
-		return pubsub.KafkaConfig{}, errors.New("--kafka-sasl-password without --kafka-sasl-user")
+		return kafka.Config{}, errors.New("--kafka-sasl-password without --kafka-sasl-user")
 	}
 	if err := kc.Validate(); err != nil {
-		return pubsub.KafkaConfig{}, err
+		return kafka.Config{}, err
 	}
 	return kc, nil
 }

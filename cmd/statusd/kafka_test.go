@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/kafka"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
@@ -33,7 +34,7 @@ func TestKafkaConfigFromFlagsAndEnvironment(t *testing.T) {
 	assert.Equal(t, []string{"k1:9092", "k2:9092"}, kc.Brokers)
 	assert.Equal(t, pubsub.DefaultTopic, kc.Topic, "the core's physical topic by default")
 	assert.Equal(t, "statusd", kc.ClientID)
-	assert.Equal(t, pubsub.OffsetNewest, kc.InitialOffset)
+	assert.Equal(t, kafka.OffsetNewest, kc.InitialOffset)
 	assert.Empty(t, kc.ConsumerGroup, "a gateway consumes every partition, without a group")
 	assert.Nil(t, kc.TLS)
 	assert.Nil(t, kc.SASL)
@@ -49,10 +50,10 @@ func TestKafkaConfigFromFlagsAndEnvironment(t *testing.T) {
 	assert.Equal(t, []string{"kafka:9092"}, kc.Brokers)
 	assert.Equal(t, "project-events", kc.Topic)
 	assert.Equal(t, "gw-2", kc.ClientID, "a flag wins over the environment")
-	assert.Equal(t, pubsub.OffsetOldest, kc.InitialOffset)
+	assert.Equal(t, kafka.OffsetOldest, kc.InitialOffset)
 	require.NotNil(t, kc.TLS)
 	assert.False(t, kc.TLS.InsecureSkipVerify)
-	assert.Equal(t, &pubsub.SASLConfig{User: "statusd", Password: "secret"}, kc.SASL)
+	assert.Equal(t, &kafka.SASLConfig{User: "statusd", Password: "secret"}, kc.SASL)
 
 	noPEM := filepath.Join(t.TempDir(), "ca.pem")
 	require.NoError(t, os.WriteFile(noPEM, []byte("not a certificate"), 0o600))

@@ -33,6 +33,7 @@ import (
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/fanout"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/kafka"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/memory"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
@@ -96,7 +97,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 	fs.StringVar(&c.pubsub, "pubsub", "memory", "pub/sub: memory or kafka")
 	fs.BoolVar(&c.demo, "demo", false, "run a built-in ProjectSetup simulator that takes a handful of projects through their states forever")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 15*time.Second, "longest silence on a stream before a heartbeat comment")
-	fs.IntVar(&c.history, "history", 10_000, "events kept for Last-Event-ID resume")
+	fs.IntVar(&c.history, "history", 10_000, "events kept for Last-Event-ID resume (kafka gateways read as many of the topic's last records at start)")
 	fs.IntVar(&c.maxClients, "max-clients", 10_000, "most concurrent SSE streams; the next gets 503")
 	fs.IntVar(&c.maxProjects, "max-projects", 100_000, "most projects whose latest event is kept (snapshots, GET /projects)")
 	fs.IntVar(&c.queueSize, "client-queue", 8192, "events queued per stream; a stream whose queue fills is parked until its client reads, then catches up with the latest event per project")
@@ -197,9 +198,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	case "memory":
 		bus, err = pubsub.NewInMemory(busCfg, logger)
 	case "kafka":
-		var kc pubsub.KafkaConfig
+		var kc kafka.Config
 		if kc, err = cfg.kafka.config(); err == nil {
-			bus, err = pubsub.NewKafka(busCfg, kc, logger)
+			kc.FillHistory = cfg.history // a gateway resumes ids from before it started
+			bus, err = kafka.New(busCfg, kc, logger)
 		}
 	}
 	if err != nil {

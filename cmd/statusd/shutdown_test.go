@@ -96,7 +96,7 @@ func TestShutdownGivesTheOutboxItsShareDespiteAStalledPOST(t *testing.T) {
 	assert.True(t, bytes.Contains(values[0], []byte(`"id":"posted-0"`)))
 }
 
-// --kafka-partition-check 0 is an error (pubsub.KafkaConfig would take it
+// --kafka-partition-check 0 is an error (kafka.Config would take it
 // as "the default", 1m), and the help text says what the check does.
 func TestKafkaPartitionCheckFlag(t *testing.T) {
 	base := []string{"--pubsub", "kafka", "--kafka-brokers", "kafka:9092"}

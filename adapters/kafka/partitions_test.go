@@ -1,4 +1,4 @@
-package pubsub_test
+package kafka_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/kafka"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
@@ -41,7 +42,7 @@ func TestKafkaGatewayReadsPartitionsAddedLater(t *testing.T) {
 	produce("history", 0, 0, time.Now())
 	produce("history", 1, 1, time.Now())
 
-	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, pubsub.KafkaConfig{Topic: topic, PartitionCheck: 100 * time.Millisecond})
+	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, kafka.Config{Topic: topic, PartitionCheck: 100 * time.Millisecond})
 	in := kafkaInbox(t, bus)
 	awaitReady(t, bus)
 
@@ -172,8 +173,8 @@ func TestKafkaConsumerGroupReadsPartitionsAddedLater(t *testing.T) {
 	}
 	newProducer := func() *kgo.Client { return manualProducer(t, cluster, topic) }
 	producer := newProducer()
-	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, pubsub.KafkaConfig{Topic: topic, ConsumerGroup: "growing",
-		InitialOffset: pubsub.OffsetOldest, PartitionCheck: 100 * time.Millisecond})
+	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, kafka.Config{Topic: topic, ConsumerGroup: "growing",
+		InitialOffset: kafka.OffsetOldest, PartitionCheck: 100 * time.Millisecond})
 	in := kafkaInbox(t, bus)
 	awaitReady(t, bus)
 

@@ -1,4 +1,4 @@
-package pubsub
+package kafka
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	wmkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
@@ -175,7 +175,7 @@ func (s *retryingSubscriber) readPartition(ctx context.Context, consumer sarama.
 	for attempt := 1; ; attempt++ {
 		pc, err := consumer.ConsumePartition(topic, partition, sarama.OffsetOldest)
 		if err == nil {
-			if !s.consume(ctx, pc, out) {
+			if _, ok := consume(ctx, pc, out, -1); !ok {
 				pc.AsyncClose()
 				return
 			}
@@ -193,18 +193,20 @@ func (s *retryingSubscriber) readPartition(ctx context.Context, consumer sarama.
 	}
 }
 
-// consume hands the records of pc to out until ctx ends (false) or pc's
-// messages end (true).
-func (s *retryingSubscriber) consume(ctx context.Context, pc sarama.PartitionConsumer, out chan<- *message.Message) bool {
-	for {
+// consume hands the records of pc to out, each once the previous one was
+// acknowledged, until ctx ends (false), pc's messages end (true), or, when
+// until is not negative, the record before offset until was acknowledged
+// (true). It returns how many records it handed over.
+func consume(ctx context.Context, pc sarama.PartitionConsumer, out chan<- *message.Message, until int64) (int, bool) {
+	for n := 0; ; n++ {
 		var rec *sarama.ConsumerMessage
 		select {
 		case rec = <-pc.Messages():
 			if rec == nil {
-				return true
+				return n, true
 			}
 		case <-ctx.Done():
-			return false
+			return n, false
 		}
 		msg, _ := lenientUnmarshaler{}.Unmarshal(rec) // never fails
 		msgCtx := withRecordPosition(ctx, rec)
@@ -213,7 +215,7 @@ func (s *retryingSubscriber) consume(ctx context.Context, pc sarama.PartitionCon
 			select {
 			case out <- msg:
 			case <-ctx.Done():
-				return false
+				return n, false
 			}
 			select {
 			case <-msg.Acked():
@@ -223,13 +225,16 @@ func (s *retryingSubscriber) consume(ctx context.Context, pc sarama.PartitionCon
 				select {
 				case <-time.After(nackResend):
 				case <-ctx.Done():
-					return false
+					return n, false
 				}
 				continue
 			case <-ctx.Done():
-				return false
+				return n, false
 			}
 			break
+		}
+		if until >= 0 && rec.Offset+1 >= until {
+			return n + 1, true
 		}
 	}
 }
@@ -253,10 +258,10 @@ func recordPosition(ctx context.Context) (partition int32, offset int64, ok bool
 	if p, ok := ctx.Value(positionKey{}).(position); ok {
 		return p.partition, p.offset, true
 	}
-	partition, ok = kafka.MessagePartitionFromCtx(ctx)
+	partition, ok = wmkafka.MessagePartitionFromCtx(ctx)
 	if !ok {
 		return 0, 0, false
 	}
-	offset, ok = kafka.MessagePartitionOffsetFromCtx(ctx)
+	offset, ok = wmkafka.MessagePartitionOffsetFromCtx(ctx)
 	return partition, offset, ok
 }

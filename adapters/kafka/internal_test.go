@@ -1,4 +1,4 @@
-package pubsub
+package kafka
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	wmkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
@@ -158,7 +159,7 @@ func testEvent(t testing.TB, id string, n int) *message.Message {
 
 func TestMarshalerSetsKeyAndHeaders(t *testing.T) {
 	msg := testEvent(t, "p-1", 1)
-	rec, err := newMarshaler().Marshal(DefaultTopic, msg)
+	rec, err := newMarshaler().Marshal(pubsub.DefaultTopic, msg)
 	require.NoError(t, err)
 	key, err := rec.Key.Encode()
 	require.NoError(t, err)
@@ -183,7 +184,7 @@ func TestMarshalerSetsKeyAndHeaders(t *testing.T) {
 	_, err = time.Parse(time.RFC3339Nano, headers[HeaderCETime])
 	assert.NoError(t, err)
 
-	_, err = newMarshaler().Marshal(DefaultTopic, message.NewMessage("x", []byte("{}")))
+	_, err = newMarshaler().Marshal(pubsub.DefaultTopic, message.NewMessage("x", []byte("{}")))
 	assert.Error(t, err, "a message without project id cannot be keyed")
 }
 
@@ -207,10 +208,10 @@ func ReadTopic(t *testing.T, brokers []string, topic string, n int) []*kgo.Recor
 }
 
 func TestBatchPublisherRetrySendsOnlyWhatWasNotAcknowledged(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, DefaultTopic))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, pubsub.DefaultTopic))
 	require.NoError(t, err)
 	defer cluster.Close()
-	kcfg := KafkaConfig{Brokers: cluster.ListenAddrs()}
+	kcfg := Config{Brokers: cluster.ListenAddrs()}
 	kcfg.setDefaults("")
 	require.NoError(t, kcfg.Validate())
 	attached := make(chan struct{})
@@ -233,11 +234,11 @@ func TestBatchPublisherRetrySendsOnlyWhatWasNotAcknowledged(t *testing.T) {
 		cluster.DropControl()
 		return rejectProduce(req.(*kmsg.ProduceRequest)), nil, true
 	})
-	require.Error(t, pub.Publish(DefaultTopic, batch...), "the second wave is rejected")
-	require.NoError(t, pub.Publish(DefaultTopic, batch...), "the outbox retries the same batch")
+	require.Error(t, pub.Publish(pubsub.DefaultTopic, batch...), "the second wave is rejected")
+	require.NoError(t, pub.Publish(pubsub.DefaultTopic, batch...), "the outbox retries the same batch")
 
 	var got []string
-	for _, r := range ReadTopic(t, kcfg.Brokers, DefaultTopic, len(batch)) {
+	for _, r := range ReadTopic(t, kcfg.Brokers, pubsub.DefaultTopic, len(batch)) {
 		got = append(got, string(r.Key)+"/"+headerValue(r, HeaderCEID))
 	}
 	var want []string
@@ -276,17 +277,17 @@ func rejectProduce(req *kmsg.ProduceRequest) kmsg.Response {
 	return resp
 }
 
-var _ kafka.Marshaler = marshaler{}
+var _ wmkafka.Marshaler = marshaler{}
 
 // A Publish stuck on a broker that takes produce requests and never
 // answers does not hold Close up: Close cuts its connections, and both
 // return at once (they used to wait for Sarama's read timeouts and
 // retries, about a minute).
 func TestBatchPublisherCloseDoesNotWaitForAHungPublish(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, DefaultTopic))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, pubsub.DefaultTopic))
 	require.NoError(t, err)
 	defer cluster.Close()
-	kcfg := KafkaConfig{Brokers: cluster.ListenAddrs()}
+	kcfg := Config{Brokers: cluster.ListenAddrs()}
 	kcfg.setDefaults("")
 	attached := make(chan struct{})
 	close(attached)
@@ -294,7 +295,7 @@ func TestBatchPublisherCloseDoesNotWaitForAHungPublish(t *testing.T) {
 
 	produced := pubsubtest.SwallowProduce(cluster)
 	published := make(chan error, 1)
-	go func() { published <- pub.Publish(DefaultTopic, testEvent(t, "hung", 1)) }()
+	go func() { published <- pub.Publish(pubsub.DefaultTopic, testEvent(t, "hung", 1)) }()
 	select {
 	case <-produced:
 	case <-time.After(10 * time.Second):
@@ -317,10 +318,10 @@ func TestBatchPublisherCloseDoesNotWaitForAHungPublish(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		require.FailNow(t, "the hung Publish did not end")
 	}
-	require.ErrorIs(t, pub.Publish(DefaultTopic, testEvent(t, "hung", 2)), errPublisherClosed)
+	require.ErrorIs(t, pub.Publish(pubsub.DefaultTopic, testEvent(t, "hung", 2)), errPublisherClosed)
 }
 
 var (
-	_ aborter = (*batchPublisher)(nil)
-	_ aborter = (*retryingSubscriber)(nil)
+	_ pubsub.Aborter = (*batchPublisher)(nil)
+	_ pubsub.Aborter = (*retryingSubscriber)(nil)
 )

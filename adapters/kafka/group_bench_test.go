@@ -1,4 +1,4 @@
-package pubsub
+package kafka
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 )
 
 // groupBenchRecords is how many records BenchmarkKafkaGroupConsumer reads
@@ -23,11 +25,11 @@ const groupBenchRecords = 20_000
 // rate is taken from the first event received to the last, so joining the
 // group is not counted, over all the iterations.
 func BenchmarkKafkaGroupConsumer(b *testing.B) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, DefaultTopic),
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, pubsub.DefaultTopic),
 		kfake.GroupMinSessionTimeout(100*time.Millisecond))
 	require.NoError(b, err)
 	defer cluster.Close()
-	kcfg := KafkaConfig{Brokers: cluster.ListenAddrs()}
+	kcfg := Config{Brokers: cluster.ListenAddrs()}
 	kcfg.setDefaults("")
 	attached := make(chan struct{})
 	close(attached)
@@ -36,7 +38,7 @@ func BenchmarkKafkaGroupConsumer(b *testing.B) {
 	for n := range groupBenchRecords {
 		batch = append(batch, testEvent(b, fmt.Sprintf("group-bench-%d", n%1000), n))
 		if len(batch) == cap(batch) || n == groupBenchRecords-1 {
-			require.NoError(b, pub.Publish(DefaultTopic, batch...))
+			require.NoError(b, pub.Publish(pubsub.DefaultTopic, batch...))
 			batch = batch[:0]
 		}
 	}
@@ -46,7 +48,7 @@ func BenchmarkKafkaGroupConsumer(b *testing.B) {
 	iteration := 0
 	for b.Loop() {
 		iteration++
-		bus, err := NewKafka(Config{}, KafkaConfig{
+		bus, err := New(pubsub.Config{}, Config{
 			Brokers: kcfg.Brokers, ConsumerGroup: fmt.Sprintf("bench-%d", iteration), InitialOffset: OffsetOldest,
 		}, nil)
 		require.NoError(b, err)

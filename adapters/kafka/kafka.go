@@ -1,4 +1,4 @@
-package pubsub
+package kafka
 
 import (
 	"context"
@@ -6,19 +6,24 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill"
+	wmkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/fanout"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 )
 
 // InitialOffset says where a consumer without a committed offset starts
 // reading a partition.
 type InitialOffset string
 
-// The initial offsets a KafkaConfig accepts.
+// The initial offsets a Config accepts.
 const (
 	// OffsetNewest reads only what is published after the consumer
 	// starts: a gateway's clients want live updates.
@@ -30,9 +35,20 @@ const (
 	OffsetOldest InitialOffset = "oldest"
 )
 
-// DefaultKafkaVersion is the Kafka protocol version spoken unless
-// KafkaConfig.Version says otherwise. Kafka 4 brokers need at least 2.1.
-const DefaultKafkaVersion = "2.8.0"
+// topicPattern is what Kafka accepts as a topic name (as pubsub.Config does).
+var topicPattern = regexp.MustCompile(`^[a-z0-9._-]{1,249}$`)
+
+// watermillLogger bridges Watermill's logs to logger, as the Bus does:
+// Watermill's Info becomes Debug.
+func watermillLogger(logger *slog.Logger) watermill.LoggerAdapter {
+	return watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug,
+	})
+}
+
+// DefaultVersion is the Kafka protocol version spoken unless
+// Config.Version says otherwise. Kafka 4 brokers need at least 2.1.
+const DefaultVersion = "2.8.0"
 
 // SASLConfig holds SASL/PLAIN credentials. Use it together with TLS: PLAIN
 // sends the password as it is.
@@ -41,15 +57,16 @@ type SASLConfig struct {
 	User, Password string
 }
 
-// KafkaConfig configures the Kafka side of a Bus made by NewKafka. Zero
-// values take the defaults.
-type KafkaConfig struct {
+// Config configures the Kafka side of a Bus made by New. Zero values take
+// the defaults.
+type Config struct {
 	// Brokers are the bootstrap brokers, "host:port". Required.
 	Brokers []string
-	// Topic is the Kafka topic every event travels on. Default: the Bus
-	// Config's Topic, which defaults to DefaultTopic. The topic must exist
-	// (it is not created automatically); see the README (section Kafka) for the
-	// recommended settings (cleanup.policy=compact, several partitions).
+	// Topic is the Kafka topic every event travels on. Default: the Bus's
+	// topic (pubsub.Config.Topic), which defaults to pubsub.DefaultTopic.
+	// The topic must exist (it is not created automatically); see the
+	// README (section Kafka) for the recommended settings
+	// (cleanup.policy=compact, several partitions).
 	Topic string
 	// ClientID names this process to the brokers (logs, quotas). Default
 	// "statusbroadcaster".
@@ -65,13 +82,13 @@ type KafkaConfig struct {
 	// survive restarts — what a backend consumer needs. Such a Bus
 	// acknowledges (and so commits) a record only once a reader has
 	// received it from an inbox, and nothing while no inbox is subscribed
-	// (Config.AckAfterRead).
+	// (pubsub.Config.AckAfterRead).
 	ConsumerGroup string
 	// InitialOffset is where reading starts when there is no committed
 	// offset (always, in gateway mode). Default OffsetNewest.
 	InitialOffset InitialOffset
 	// Version is the Kafka protocol version to speak, such as "3.6.0".
-	// Default DefaultKafkaVersion.
+	// Default DefaultVersion.
 	Version string
 	// TLS, when set, encrypts the connections to the brokers.
 	TLS *tls.Config
@@ -91,28 +108,39 @@ type KafkaConfig struct {
 	// MaxMessageBytes is the largest record the producer sends (Sarama's
 	// Producer.MaxMessageBytes: key, value and headers). An event whose
 	// record would be larger is rejected when it is broadcast, with
-	// domain.ErrInvalidEvent (see Config.MaxMessageBytes). Keep it at or
+	// domain.ErrInvalidEvent (see pubsub.Config.MaxMessageBytes). Keep it at or
 	// below the topic's max.message.bytes (Kafka's default: 1 MiB plus
 	// 12 bytes); a record the broker refuses all the same is dropped,
-	// logged and counted, never retried. Default DefaultMaxMessageBytes.
+	// logged and counted, never retried. Default pubsub.DefaultMaxMessageBytes.
 	MaxMessageBytes int
 	// PartitionCheck is how often the consumer checks the topic for
 	// partitions added since it began reading. A gateway (no
 	// ConsumerGroup) then reads the new ones from their oldest offset (see
-	// NewKafka): watermill-kafka reads the partition list only once. A
+	// New): watermill-kafka reads the partition list only once. A
 	// consumer group's metadata is refreshed this often (Sarama's default
 	// is 10m), and the group rebalances when its partition count changes,
 	// within about two periods. Default 1m; negative: never (a group then
 	// keeps Sarama's 10m).
 	PartitionCheck time.Duration
+	// FillHistory is how many of the topic's last records a gateway (no
+	// ConsumerGroup, InitialOffset OffsetNewest) reads when it starts,
+	// spread evenly over the partitions, before it reports ready: they
+	// fill its resume history (and its latest-state cache), so that a
+	// gateway just (re)started resumes the ids other gateways gave out.
+	// Set it to the hub's history (statusd: --history). A subscriber of
+	// the Bus before it is ready receives them as events. 0: none.
+	FillHistory int
+	// FillTimeout bounds the fill; what is not read by then is not in the
+	// history (those ids get the snapshot). Default 30s.
+	FillTimeout time.Duration
 }
 
-func (k *KafkaConfig) setDefaults(busTopic string) {
+func (k *Config) setDefaults(busTopic string) {
 	if k.Topic == "" {
 		k.Topic = busTopic
 	}
 	if k.Topic == "" {
-		k.Topic = DefaultTopic
+		k.Topic = pubsub.DefaultTopic
 	}
 	if k.ClientID == "" {
 		k.ClientID = "statusbroadcaster"
@@ -121,7 +149,7 @@ func (k *KafkaConfig) setDefaults(busTopic string) {
 		k.InitialOffset = OffsetNewest
 	}
 	if k.Version == "" {
-		k.Version = DefaultKafkaVersion
+		k.Version = DefaultVersion
 	}
 	if k.DialTimeout <= 0 {
 		k.DialTimeout = 10 * time.Second
@@ -133,13 +161,16 @@ func (k *KafkaConfig) setDefaults(busTopic string) {
 		k.PartitionCheck = time.Minute
 	}
 	if k.MaxMessageBytes <= 0 {
-		k.MaxMessageBytes = DefaultMaxMessageBytes
+		k.MaxMessageBytes = pubsub.DefaultMaxMessageBytes
+	}
+	if k.FillTimeout <= 0 {
+		k.FillTimeout = 30 * time.Second
 	}
 }
 
 // Validate reports a configuration that cannot work, once the defaults
 // are applied.
-func (k KafkaConfig) Validate() error {
+func (k Config) Validate() error {
 	k.setDefaults("")
 	if len(k.Brokers) == 0 {
 		return errors.New("kafka: at least one broker is required")
@@ -183,7 +214,7 @@ const (
 
 // sarama returns a fresh Sarama config for role. Each client gets its own:
 // a config carries a metrics registry that must not be shared.
-func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
+func (k Config) sarama(role saramaRole) *sarama.Config {
 	c := sarama.NewConfig()
 	c.ClientID = k.ClientID
 	c.Version, _ = sarama.ParseKafkaVersion(k.Version) // checked by Validate
@@ -252,8 +283,8 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 	return c
 }
 
-// NewKafka returns a running Bus on Kafka, through watermill-kafka: the
-// same Bus as NewInMemory, with a Kafka publisher and subscriber on
+// New returns a running Bus on Kafka, through watermill-kafka: the
+// same Bus as pubsub.NewInMemory, with a Kafka publisher and subscriber on
 // kcfg.Topic.
 //
 // Publishing: one record per event, key = project id (so every event of a
@@ -264,10 +295,16 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 // project, so that a failure part way never reorders a project's events —
 // acknowledged by all in-sync replicas, from an idempotent producer.
 //
-// Consuming: see KafkaConfig.ConsumerGroup. Records that are not valid
+// Consuming: see Config.ConsumerGroup. Records that are not valid
 // events are logged, counted and skipped. Records this Bus has already
 // dispatched (a consumer that re-reads after a restart or a rebalance) are
 // skipped too.
+//
+// Event ids: a gateway (no ConsumerGroup) dispatches every record with its
+// partition and offset, and, unless cfg.Hub.Cursor is set, with
+// NewCursorCodec(kcfg.Topic) as the hub's cursor codec: an event's id is the
+// gateway's position in the topic after it, from which every gateway of the
+// topic resumes a stream exactly (see fanout.CursorCodec).
 //
 // Partitions added to the topic later: watermill-kafka's consumer without
 // a group reads the partition list once, so a gateway counts the
@@ -276,11 +313,11 @@ func (k KafkaConfig) sarama(role saramaRole) *sarama.Config {
 // watermill-kafka would (one message at a time per partition, the next
 // once the router acknowledged it).
 //
-// NewKafka does not need a broker to answer: the Bus starts anyway, queues
+// New does not need a broker to answer: the Bus starts anyway, queues
 // broadcasts, reports not ready (Ready) and connects when a broker answers.
 // It fails only on an invalid configuration. cfg.Dedupe and cfg.Ready, if
 // set, run after the Kafka checks. cfg.RetryMax defaults to 1s here.
-func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
+func New(cfg pubsub.Config, kcfg Config, logger *slog.Logger) (*pubsub.Bus, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -306,7 +343,7 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 
 	consumerConf := kcfg.sarama(roleConsumer)
 	consumerDialer := useDialer(consumerConf)
-	inner, err := kafka.NewSubscriber(kafka.SubscriberConfig{
+	inner, err := wmkafka.NewSubscriber(wmkafka.SubscriberConfig{
 		Brokers:               kcfg.Brokers,
 		Unmarshaler:           lenientUnmarshaler{},
 		OverwriteSaramaConfig: consumerConf,
@@ -343,6 +380,18 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 		}
 	}
 	sub := newRetryingSubscriber(inner, consumerDialer, kcfg.ConsumerGroup != "", kcfg.partitionCount, watch, kcfg.ReconnectBackoff, logger)
+	if kcfg.ConsumerGroup == "" && kcfg.InitialOffset == OffsetNewest && kcfg.FillHistory > 0 {
+		sub.fill = &historyFill{
+			records: kcfg.FillHistory,
+			timeout: kcfg.FillTimeout,
+			newClient: func() (sarama.Client, error) {
+				conf := kcfg.sarama(roleConsumer)
+				consumerDialer.install(conf)
+				return sarama.NewClient(kcfg.Brokers, conf)
+			},
+			done: make(chan struct{}),
+		}
+	}
 	pub := newBatchPublisher(kcfg.Brokers, kcfg.sarama(roleProducer), newMarshaler(), sub.attached, logger)
 	probe := newBrokerProbe(kcfg)
 
@@ -350,6 +399,16 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 		// The group commits what the Bus acknowledges: only what a reader
 		// has received.
 		cfg.AckAfterRead = true
+	} else {
+		// A gateway reads every partition: its event ids are positions in
+		// the topic, which every gateway of the topic can resume from.
+		if cfg.Hub.Cursor == nil {
+			cfg.Hub.Cursor = NewCursorCodec(kcfg.Topic)
+		}
+		cfg.Position = func(msg *message.Message) (fanout.Position, bool) {
+			partition, offset, ok := recordPosition(msg.Context())
+			return fanout.Position{Partition: partition, Offset: offset}, ok
+		}
 	}
 	userDedupe, userReady := cfg.Dedupe, cfg.Ready
 	cfg.Dedupe = func(msg *message.Message) bool {
@@ -364,6 +423,13 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 		default:
 			return errors.New("kafka: consumer not connected yet")
 		}
+		if sub.fill != nil {
+			select {
+			case <-sub.fill.done:
+			default:
+				return errors.New("kafka: filling the history from the topic")
+			}
+		}
 		if err := probe.check(ctx); err != nil {
 			return err
 		}
@@ -372,7 +438,7 @@ func NewKafka(cfg Config, kcfg KafkaConfig, logger *slog.Logger) (*Bus, error) {
 		}
 		return nil
 	}
-	bus, err := New(cfg, pub, sub, logger)
+	bus, err := pubsub.New(cfg, pub, sub, logger)
 	if err != nil {
 		return nil, errors.Join(err, pub.Close(), sub.Close())
 	}

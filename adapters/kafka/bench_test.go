@@ -1,4 +1,4 @@
-package pubsub
+package kafka
 
 import (
 	"context"
@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	wmkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
 
@@ -26,10 +27,10 @@ import (
 // marshaler. Each Publish carries batch events (the outbox's BatchSize)
 // spread over the given number of projects.
 func BenchmarkKafkaPublish(b *testing.B) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, DefaultTopic))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, pubsub.DefaultTopic))
 	require.NoError(b, err)
 	defer cluster.Close()
-	kcfg := KafkaConfig{Brokers: cluster.ListenAddrs()}
+	kcfg := Config{Brokers: cluster.ListenAddrs()}
 	kcfg.setDefaults("")
 	require.NoError(b, kcfg.Validate())
 
@@ -38,7 +39,7 @@ func BenchmarkKafkaPublish(b *testing.B) {
 		new  func(b *testing.B) message.Publisher
 	}{
 		{"per-event", func(b *testing.B) message.Publisher {
-			pub, err := kafka.NewPublisher(kafka.PublisherConfig{
+			pub, err := wmkafka.NewPublisher(wmkafka.PublisherConfig{
 				Brokers: kcfg.Brokers, Marshaler: newMarshaler(), OverwriteSaramaConfig: kcfg.sarama(roleProducer),
 			}, watermill.NopLogger{})
 			require.NoError(b, err)
@@ -63,7 +64,7 @@ func BenchmarkKafkaPublish(b *testing.B) {
 						batch[i] = testEvent(b, fmt.Sprintf("bench-%d", n%projects), n)
 						n++
 					}
-					if err := pub.Publish(DefaultTopic, batch...); err != nil {
+					if err := pub.Publish(pubsub.DefaultTopic, batch...); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -79,10 +80,10 @@ func BenchmarkKafkaPublish(b *testing.B) {
 // over 1,000 projects; at most 5,000 are in flight, so the outbox never
 // fills up and coalesces.
 func BenchmarkKafkaBusEndToEnd(b *testing.B) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, DefaultTopic))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, pubsub.DefaultTopic))
 	require.NoError(b, err)
 	defer cluster.Close()
-	bus, err := NewKafka(Config{}, KafkaConfig{Brokers: cluster.ListenAddrs()}, nil)
+	bus, err := New(pubsub.Config{}, Config{Brokers: cluster.ListenAddrs()}, nil)
 	require.NoError(b, err)
 	defer func() { require.NoError(b, bus.Close(context.Background())) }()
 	in, err := bus.NewInbox()

@@ -1,4 +1,4 @@
-package pubsub
+package kafka
 
 import (
 	"errors"
@@ -7,10 +7,11 @@ import (
 	"sync"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	wmkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 )
 
 // errPublisherClosed is returned by Publish after Close.
@@ -46,7 +47,7 @@ type batchPublisher struct {
 	brokers   []string
 	conf      *sarama.Config
 	dialer    *dialer // makes, and on Close cuts, the producer's connections
-	marshaler kafka.Marshaler
+	marshaler wmkafka.Marshaler
 	gate      <-chan struct{}
 	log       *slog.Logger
 
@@ -65,7 +66,7 @@ type batchPublisher struct {
 
 // newBatchPublisher returns a publisher to brokers. It connects through a
 // dialer of its own, set on conf.
-func newBatchPublisher(brokers []string, conf *sarama.Config, m kafka.Marshaler, gate <-chan struct{}, log *slog.Logger) *batchPublisher {
+func newBatchPublisher(brokers []string, conf *sarama.Config, m wmkafka.Marshaler, gate <-chan struct{}, log *slog.Logger) *batchPublisher {
 	return &batchPublisher{brokers: brokers, conf: conf, dialer: useDialer(conf), marshaler: m, gate: gate, log: log, acked: map[string]struct{}{}}
 }
 
@@ -121,7 +122,7 @@ func (p *batchPublisher) Publish(topic string, msgs ...*message.Message) error {
 		clear(p.acked)
 	}
 	if len(rejected) > 0 {
-		return &rejectedError{rejected: rejected, temporary: err}
+		return &pubsub.RejectedError{Rejected: rejected, Temporary: err}
 	}
 	return err
 }
@@ -136,10 +137,10 @@ func (p *batchPublisher) marshal(topic string, msg *message.Message) (*sarama.Pr
 	return rec, nil
 }
 
-// recordSize returns the size of msg's record as the producer measures it
-// against Producer.MaxMessageBytes (see recordSizer); a message that
+// RecordSize returns the size of msg's record as the producer measures it
+// against Producer.MaxMessageBytes (see pubsub.RecordSizer); a message that
 // cannot be marshaled counts as 0 (publishing rejects it).
-func (p *batchPublisher) recordSize(msg *message.Message) int {
+func (p *batchPublisher) RecordSize(msg *message.Message) int {
 	rec, err := p.marshaler.Marshal("", msg)
 	if err != nil {
 		return 0
@@ -287,9 +288,9 @@ func (p *batchPublisher) disconnect() error {
 	return err
 }
 
-// abort cuts the producer's connections: a Publish, or a Close, still
-// under way fails at once. See aborter.
-func (p *batchPublisher) abort() { p.dialer.cut() }
+// Abort cuts the producer's connections: a Publish, or a Close, still
+// under way fails at once. It implements pubsub.Aborter.
+func (p *batchPublisher) Abort() { p.dialer.cut() }
 
 // Close closes the producer. A pending Publish is not waited for: the
 // caller (the outbox) has given up on it, and against a broker that

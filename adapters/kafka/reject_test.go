@@ -1,4 +1,4 @@
-package pubsub_test
+package kafka_test
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/kafka"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
@@ -30,7 +31,7 @@ func TestBroadcastRejectsAnEventOverMaxMessageBytes(t *testing.T) {
 	huge := strings.Repeat("x", pubsub.DefaultMaxMessageBytes) // a build log
 	buses := map[string]*pubsub.Bus{
 		"memory": newInMemory(t, pubsub.Config{}),
-		"kafka":  newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, pubsub.KafkaConfig{}),
+		"kafka":  newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, kafka.Config{}),
 	}
 	for name, bus := range buses {
 		t.Run(name, func(t *testing.T) {
@@ -50,9 +51,23 @@ func TestBroadcastRejectsAnEventOverMaxMessageBytes(t *testing.T) {
 		})
 	}
 	// A lower limit of the Kafka producer is the Bus's limit.
-	small := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, pubsub.KafkaConfig{MaxMessageBytes: 4_096})
+	small := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, kafka.Config{MaxMessageBytes: 4_096})
 	require.ErrorIs(t, small.BroadcastProjectError(pubsubtest.Project("huge-small", 1), huge[:5_000]), domain.ErrInvalidEvent)
 	require.NoError(t, small.BroadcastProjectError(pubsubtest.Project("huge-small", 1), huge[:3_000]))
+}
+
+// newInMemory returns an in-memory Bus, closed at the end of the test: the
+// baseline the Kafka Bus is compared with.
+func newInMemory(t *testing.T, cfg pubsub.Config) *pubsub.Bus {
+	t.Helper()
+	bus, err := pubsub.NewInMemory(cfg, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, bus.Close(ctx))
+	})
+	return bus
 }
 
 // createTopicWithConfig creates a topic with topic-level configs.
@@ -111,7 +126,7 @@ func TestKafkaRecordTooLargeForTheTopicIsDroppedAndTheRestGoesOn(t *testing.T) {
 	cluster := startKafka(t)
 	createTopicWithConfig(t, cluster, "small-records", testPartitions, map[string]string{"max.message.bytes": "2048"})
 	reg := prometheus.NewRegistry()
-	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{Metrics: metrics.New(reg, nil)}, pubsub.KafkaConfig{Topic: "small-records"})
+	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{Metrics: metrics.New(reg, nil)}, kafka.Config{Topic: "small-records"})
 	broadcastRejectScenario(t, bus, reg, "too-large", strings.Repeat("y", 3_000))
 }
 
@@ -147,6 +162,6 @@ func TestKafkaRecordRefusedByPolicyIsDroppedAndTheRestGoesOn(t *testing.T) {
 		return resp, nil, true
 	})
 	reg := prometheus.NewRegistry()
-	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{Metrics: metrics.New(reg, nil)}, pubsub.KafkaConfig{Topic: "policed"})
+	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{Metrics: metrics.New(reg, nil)}, kafka.Config{Topic: "policed"})
 	broadcastRejectScenario(t, bus, reg, "policy", "poison")
 }

@@ -1,4 +1,4 @@
-package pubsub_test
+package kafka_test
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/kafka"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
@@ -16,7 +17,7 @@ import (
 // offsets survive restarts: a new member resumes after the last event the
 // group consumed. (kfake, an in-process broker, stands in for your
 // cluster.)
-func ExampleNewKafka_consumerGroup() {
+func ExampleNew_consumerGroup() {
 	cluster, err := kfake.NewCluster(kfake.SeedTopics(3, pubsub.DefaultTopic))
 	if err != nil {
 		panic(err)
@@ -27,7 +28,7 @@ func ExampleNewKafka_consumerGroup() {
 	defer cancel()
 
 	// statusd, or any Bus, broadcasts a project's setup.
-	statusd, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: brokers}, nil)
+	statusd, err := kafka.New(pubsub.Config{}, kafka.Config{Brokers: brokers}, nil)
 	if err != nil {
 		panic(err)
 	}
@@ -41,10 +42,10 @@ func ExampleNewKafka_consumerGroup() {
 
 	// The backend: a named consumer group, reading from the oldest offset
 	// the first time the group runs.
-	billing, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{
+	billing, err := kafka.New(pubsub.Config{}, kafka.Config{
 		Brokers:       brokers,
 		ConsumerGroup: "billing",
-		InitialOffset: pubsub.OffsetOldest,
+		InitialOffset: kafka.OffsetOldest,
 	}, nil)
 	if err != nil {
 		panic(err)

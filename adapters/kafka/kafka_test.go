@@ -1,4 +1,4 @@
-package pubsub_test
+package kafka_test
 
 import (
 	"context"
@@ -32,6 +32,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/kafka"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
@@ -70,13 +71,13 @@ func testLogger() *slog.Logger {
 }
 
 // newKafkaBus returns a Bus on the brokers, closed at the end of the test.
-func newKafkaBus(t *testing.T, brokers []string, cfg pubsub.Config, kcfg pubsub.KafkaConfig) *pubsub.Bus {
+func newKafkaBus(t *testing.T, brokers []string, cfg pubsub.Config, kcfg kafka.Config) *pubsub.Bus {
 	t.Helper()
 	kcfg.Brokers = brokers
 	if kcfg.ReconnectBackoff == 0 {
 		kcfg.ReconnectBackoff = 200 * time.Millisecond
 	}
-	bus, err := pubsub.NewKafka(cfg, kcfg, testLogger())
+	bus, err := kafka.New(cfg, kcfg, testLogger())
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -107,7 +108,7 @@ func TestKafkaContract(t *testing.T) {
 			// where a scenario counts on getting everything.
 			topic := fmt.Sprintf("contract-%d", scenarios.Add(1))
 			createTopic(t, cluster, topic, testPartitions)
-			return newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{InboxQueueSize: 1_000}, pubsub.KafkaConfig{Topic: topic})
+			return newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{InboxQueueSize: 1_000}, kafka.Config{Topic: topic})
 		})
 }
 
@@ -182,8 +183,8 @@ func TestKafkaBrokerOutageDeliversEverythingInOrderAfterwards(t *testing.T) {
 	// every event of both.
 	regs := []*prometheus.Registry{prometheus.NewRegistry(), prometheus.NewRegistry()}
 	buses := []*pubsub.Bus{
-		newKafkaBus(t, brokers, pubsub.Config{Metrics: metrics.New(regs[0], nil)}, pubsub.KafkaConfig{ClientID: "gateway-a"}),
-		newKafkaBus(t, brokers, pubsub.Config{Metrics: metrics.New(regs[1], nil)}, pubsub.KafkaConfig{ClientID: "gateway-b"}),
+		newKafkaBus(t, brokers, pubsub.Config{Metrics: metrics.New(regs[0], nil)}, kafka.Config{ClientID: "gateway-a"}),
+		newKafkaBus(t, brokers, pubsub.Config{Metrics: metrics.New(regs[1], nil)}, kafka.Config{ClientID: "gateway-b"}),
 	}
 	inboxes := []ports.Inbox{kafkaInbox(t, buses[0]), kafkaInbox(t, buses[1])}
 	awaitReady(t, buses...)
@@ -278,9 +279,35 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return 0
 }
 
+// counterValue returns a counter's value, summed over series whose label
+// "reason" equals reason (any series when reason is "").
+func counterValue(t *testing.T, reg *prometheus.Registry, name, reason string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			match := reason == ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					match = true
+				}
+			}
+			if match {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
 // kafkaRecords reads n records of the topic from its start.
 func kafkaRecords(t *testing.T, brokers []string, n int) []*kgo.Record {
-	return pubsub.ReadTopic(t, brokers, pubsub.DefaultTopic, n)
+	return kafka.ReadTopic(t, brokers, pubsub.DefaultTopic, n)
 }
 
 func TestKafkaOrderPerProjectAcrossPartitionsWithConcurrentProducers(t *testing.T) {
@@ -289,9 +316,9 @@ func TestKafkaOrderPerProjectAcrossPartitionsWithConcurrentProducers(t *testing.
 	const producers, projectsEach, events = 3, 4, 300 // events per project
 	var buses []*pubsub.Bus
 	for i := range producers {
-		buses = append(buses, newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{ClientID: fmt.Sprintf("producer-%d", i)}))
+		buses = append(buses, newKafkaBus(t, brokers, pubsub.Config{}, kafka.Config{ClientID: fmt.Sprintf("producer-%d", i)}))
 	}
-	gateway := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{ClientID: "gateway"})
+	gateway := newKafkaBus(t, brokers, pubsub.Config{}, kafka.Config{ClientID: "gateway"})
 	inboxes := []ports.Inbox{kafkaInbox(t, gateway), kafkaInbox(t, buses[0])}
 	awaitReady(t, append(buses, gateway)...)
 
@@ -337,7 +364,7 @@ func TestKafkaOrderPerProjectAcrossPartitionsWithConcurrentProducers(t *testing.
 
 func TestKafkaRecordSchema(t *testing.T) {
 	cluster := startKafka(t)
-	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, pubsub.KafkaConfig{})
+	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, kafka.Config{})
 	awaitReady(t, bus)
 	p := pubsubtest.Project("schema-1", 1)
 	p.Status = domain.StatusFailed
@@ -380,7 +407,7 @@ func TestKafkaBadRecordsAreCountedAndSkipped(t *testing.T) {
 	cluster := startKafka(t)
 	brokers := cluster.ListenAddrs()
 	reg := prometheus.NewRegistry()
-	bus := newKafkaBus(t, brokers, pubsub.Config{Metrics: metrics.New(reg, nil)}, pubsub.KafkaConfig{})
+	bus := newKafkaBus(t, brokers, pubsub.Config{Metrics: metrics.New(reg, nil)}, kafka.Config{})
 	in := kafkaInbox(t, bus)
 	awaitReady(t, bus)
 
@@ -432,7 +459,7 @@ func TestKafkaBadRecordsAreCountedAndSkipped(t *testing.T) {
 func TestKafkaBackendConsumerGroup(t *testing.T) {
 	cluster := startKafka(t, kfake.GroupMinSessionTimeout(100*time.Millisecond))
 	brokers := cluster.ListenAddrs()
-	producer := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{})
+	producer := newKafkaBus(t, brokers, pubsub.Config{}, kafka.Config{})
 	awaitReady(t, producer)
 	broadcast := func(from, to int) {
 		for n := from; n < to; n++ {
@@ -446,10 +473,10 @@ func TestKafkaBackendConsumerGroup(t *testing.T) {
 	}
 	// Published before the group ever ran: read from the oldest offset.
 	broadcast(0, 10)
-	group := pubsub.KafkaConfig{ConsumerGroup: "billing", InitialOffset: pubsub.OffsetOldest}
+	group := kafka.Config{ConsumerGroup: "billing", InitialOffset: kafka.OffsetOldest}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	first, err := pubsub.NewKafka(pubsub.Config{}, withBrokers(group, brokers), testLogger())
+	first, err := kafka.New(pubsub.Config{}, withBrokers(group, brokers), testLogger())
 	require.NoError(t, err)
 	in := kafkaInbox(t, first)
 	receive(in, 0, 10)
@@ -476,7 +503,7 @@ func TestKafkaBackendConsumerGroup(t *testing.T) {
 	receive(in2, 16, 20)
 }
 
-func withBrokers(k pubsub.KafkaConfig, brokers []string) pubsub.KafkaConfig {
+func withBrokers(k kafka.Config, brokers []string) kafka.Config {
 	k.Brokers = brokers
 	return k
 }
@@ -493,7 +520,7 @@ func deadAddress(t *testing.T) string {
 
 func TestKafkaStartsWithoutBroker(t *testing.T) {
 	addr := deadAddress(t)
-	bus := newKafkaBus(t, []string{addr}, pubsub.Config{}, pubsub.KafkaConfig{})
+	bus := newKafkaBus(t, []string{addr}, pubsub.Config{}, kafka.Config{})
 	in := kafkaInbox(t, bus)
 	for n := range 5 {
 		require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("late-1", n)), "broadcasts are queued")
@@ -514,7 +541,7 @@ func TestKafkaStartsWithoutBroker(t *testing.T) {
 }
 
 func TestKafkaCloseWithoutBrokerReportsUnpublishedEvents(t *testing.T) {
-	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: []string{deadAddress(t)}}, testLogger())
+	bus, err := kafka.New(pubsub.Config{}, kafka.Config{Brokers: []string{deadAddress(t)}}, testLogger())
 	require.NoError(t, err)
 	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("lost-1", 1)))
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -551,7 +578,7 @@ func closeWithin(t *testing.T, bus *pubsub.Bus, deadline, limit time.Duration) e
 // and leaves no connection behind.
 func TestKafkaCloseWithHungBrokerAtStart(t *testing.T) {
 	broker := pubsubtest.NewHungBroker(t)
-	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: []string{broker.Addr()}}, testLogger())
+	bus, err := kafka.New(pubsub.Config{}, kafka.Config{Brokers: []string{broker.Addr()}}, testLogger())
 	require.NoError(t, err)
 	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("hung-start-1", 1)))
 	require.Eventually(t, func() bool { return broker.Accepted() > 0 }, 5*time.Second, 5*time.Millisecond,
@@ -571,7 +598,7 @@ func TestKafkaCloseWithHungBrokerAtStart(t *testing.T) {
 // background, and Close still keeps its deadline.
 func TestKafkaRouterRunsWithHungBroker(t *testing.T) {
 	broker := pubsubtest.NewHungBroker(t)
-	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: []string{broker.Addr()}, ReconnectBackoff: 200 * time.Millisecond}, testLogger())
+	bus, err := kafka.New(pubsub.Config{}, kafka.Config{Brokers: []string{broker.Addr()}, ReconnectBackoff: 200 * time.Millisecond}, testLogger())
 	require.NoError(t, err)
 	var ready error
 	require.Eventually(t, func() bool {
@@ -591,7 +618,7 @@ func TestKafkaRouterRunsWithHungBroker(t *testing.T) {
 // retries) and reports the event as lost.
 func TestKafkaCloseWithBrokerThatStopsAnsweringProduce(t *testing.T) {
 	cluster := startKafka(t)
-	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: cluster.ListenAddrs()}, testLogger())
+	bus, err := kafka.New(pubsub.Config{}, kafka.Config{Brokers: cluster.ListenAddrs()}, testLogger())
 	require.NoError(t, err)
 	awaitReady(t, bus)
 	produced := pubsubtest.SwallowProduce(cluster)
@@ -617,7 +644,7 @@ func TestKafkaCloseWithBrokerThatStopsAnsweringProduce(t *testing.T) {
 // lets go as soon as the router stops.
 func TestKafkaCloseAbandonsAConsumerGroupOnAHungBroker(t *testing.T) {
 	cluster := startKafka(t, kfake.GroupMinSessionTimeout(100*time.Millisecond))
-	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: cluster.ListenAddrs(), ConsumerGroup: "hung"}, testLogger())
+	bus, err := kafka.New(pubsub.Config{}, kafka.Config{Brokers: cluster.ListenAddrs(), ConsumerGroup: "hung"}, testLogger())
 	require.NoError(t, err)
 	in := kafkaInbox(t, bus)
 	awaitReady(t, bus)
@@ -660,7 +687,7 @@ func TestCloseRightAfterStart(t *testing.T) {
 	}{
 		{"memory", func() (*pubsub.Bus, error) { return pubsub.NewInMemory(pubsub.Config{}, nil) }},
 		{"kafka", func() (*pubsub.Bus, error) {
-			return pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: cluster.ListenAddrs()}, nil)
+			return kafka.New(pubsub.Config{}, kafka.Config{Brokers: cluster.ListenAddrs()}, nil)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -706,14 +733,14 @@ func TestKafkaOverTLSWithSASLPlain(t *testing.T) {
 	cluster := startKafka(t, kfake.TLS(serverTLS), kfake.EnableSASL(), kfake.Superuser("PLAIN", "statusd", "s3cret"))
 	brokers := cluster.ListenAddrs()
 
-	bus := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{TLS: clientTLS, SASL: &pubsub.SASLConfig{User: "statusd", Password: "s3cret"}})
+	bus := newKafkaBus(t, brokers, pubsub.Config{}, kafka.Config{TLS: clientTLS, SASL: &kafka.SASLConfig{User: "statusd", Password: "s3cret"}})
 	in := kafkaInbox(t, bus)
 	awaitReady(t, bus)
 	require.NoError(t, bus.BroadcastProjectUpdate(pubsubtest.Project("tls-1", 1)))
 	assert.Equal(t, pubsubtest.Project("tls-1", 1), nextEvent(t, in, 10*time.Second).Project)
 
-	wrong := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{TLS: clientTLS, SASL: &pubsub.SASLConfig{User: "statusd", Password: "wrong"}})
+	wrong := newKafkaBus(t, brokers, pubsub.Config{}, kafka.Config{TLS: clientTLS, SASL: &kafka.SASLConfig{User: "statusd", Password: "wrong"}})
 	assert.Error(t, wrong.Ready(context.Background()), "a wrong password is not ready")
-	plain := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{SASL: &pubsub.SASLConfig{User: "statusd", Password: "s3cret"}})
+	plain := newKafkaBus(t, brokers, pubsub.Config{}, kafka.Config{SASL: &kafka.SASLConfig{User: "statusd", Password: "s3cret"}})
 	assert.Error(t, plain.Ready(context.Background()), "no TLS to a TLS listener is not ready")
 }

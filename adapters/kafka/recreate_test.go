@@ -1,4 +1,4 @@
-package pubsub_test
+package kafka_test
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/kafka"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/metrics"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
@@ -48,7 +49,7 @@ func TestKafkaGatewayDeliversAfterTheTopicIsRecreated(t *testing.T) {
 	createTopic(t, cluster, topic, testPartitions)
 	reg := prometheus.NewRegistry()
 	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{Metrics: metrics.New(reg, nil)},
-		pubsub.KafkaConfig{Topic: topic, ReconnectBackoff: 100 * time.Millisecond})
+		kafka.Config{Topic: topic, ReconnectBackoff: 100 * time.Millisecond})
 	in := kafkaInbox(t, bus)
 	awaitReady(t, bus)
 	const before = 400
@@ -110,11 +111,11 @@ func TestKafkaConsumerGroupDeliversAfterTheTopicIsRecreated(t *testing.T) {
 	cluster := groupCluster(t)
 	const topic = "group-recreated"
 	createTopic(t, cluster, topic, testPartitions)
-	producer := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, pubsub.KafkaConfig{Topic: topic})
+	producer := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{}, kafka.Config{Topic: topic})
 	awaitReady(t, producer)
 	reg := prometheus.NewRegistry()
 	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{Metrics: metrics.New(reg, nil)},
-		pubsub.KafkaConfig{Topic: topic, ConsumerGroup: "recreated", InitialOffset: pubsub.OffsetOldest})
+		kafka.Config{Topic: topic, ConsumerGroup: "recreated", InitialOffset: kafka.OffsetOldest})
 	in := kafkaInbox(t, bus)
 	const before = 400
 	for n := range before {
@@ -153,7 +154,7 @@ func TestKafkaGatewayReadsEveryPartitionOfARecreatedTopic(t *testing.T) {
 	const topic = "recreated-partly"
 	createTopic(t, cluster, topic, testPartitions)
 	bus := newKafkaBus(t, cluster.ListenAddrs(), pubsub.Config{},
-		pubsub.KafkaConfig{Topic: topic, ReconnectBackoff: 100 * time.Millisecond, PartitionCheck: 100 * time.Millisecond})
+		kafka.Config{Topic: topic, ReconnectBackoff: 100 * time.Millisecond, PartitionCheck: 100 * time.Millisecond})
 	in := kafkaInbox(t, bus)
 	awaitReady(t, bus)
 	producer := manualProducer(t, cluster, topic)

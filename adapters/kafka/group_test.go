@@ -1,4 +1,4 @@
-package pubsub_test
+package kafka_test
 
 import (
 	"bufio"
@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/statusbroadcaster/statusbroadcaster/adapters/kafka"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub/pubsubtest"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
@@ -30,7 +31,7 @@ func groupCluster(t *testing.T) *kfake.Cluster {
 // until they are on the topic.
 func broadcastAll(t *testing.T, brokers []string, topic string, events []domain.Project) {
 	t.Helper()
-	producer, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{Brokers: brokers, Topic: topic}, testLogger())
+	producer, err := kafka.New(pubsub.Config{}, kafka.Config{Brokers: brokers, Topic: topic}, testLogger())
 	require.NoError(t, err)
 	awaitReady(t, producer)
 	for _, p := range events {
@@ -58,8 +59,8 @@ func TestKafkaConsumerGroupCommitsOnlyWhatItsReaderReceived(t *testing.T) {
 	}
 	broadcastAll(t, brokers, pubsub.DefaultTopic, events)
 
-	group := pubsub.KafkaConfig{Brokers: brokers, ConsumerGroup: "repro", InitialOffset: pubsub.OffsetOldest}
-	first, err := pubsub.NewKafka(pubsub.Config{InboxQueueSize: 16}, group, testLogger())
+	group := kafka.Config{Brokers: brokers, ConsumerGroup: "repro", InitialOffset: kafka.OffsetOldest}
+	first, err := kafka.New(pubsub.Config{InboxQueueSize: 16}, group, testLogger())
 	require.NoError(t, err)
 	in, err := first.NewInbox()
 	require.NoError(t, err)
@@ -92,7 +93,7 @@ func TestKafkaConsumerGroupAcknowledgesWhatNoInboxSelects(t *testing.T) {
 		events = append(events, pubsubtest.Project("other-1", n), pubsubtest.Project("wanted-1", n))
 	}
 	broadcastAll(t, brokers, pubsub.DefaultTopic, events)
-	group := pubsub.KafkaConfig{Brokers: brokers, ConsumerGroup: "selective", InitialOffset: pubsub.OffsetOldest}
+	group := kafka.Config{Brokers: brokers, ConsumerGroup: "selective", InitialOffset: kafka.OffsetOldest}
 	bus := newKafkaBus(t, brokers, pubsub.Config{}, group)
 	in, err := bus.NewInbox()
 	require.NoError(t, err)
@@ -122,8 +123,8 @@ func TestKafkaGroupMemberProcess(t *testing.T) {
 		t.Skip("a child process of TestKafkaConsumerGroupMemberKilledWhileReading")
 	}
 	parts := strings.Split(spec, "|")
-	bus, err := pubsub.NewKafka(pubsub.Config{}, pubsub.KafkaConfig{
-		Brokers: strings.Split(parts[0], ","), Topic: parts[1], ConsumerGroup: parts[2], InitialOffset: pubsub.OffsetOldest,
+	bus, err := kafka.New(pubsub.Config{}, kafka.Config{
+		Brokers: strings.Split(parts[0], ","), Topic: parts[1], ConsumerGroup: parts[2], InitialOffset: kafka.OffsetOldest,
 	}, testLogger())
 	require.NoError(t, err)
 	in, err := bus.NewInbox()
@@ -200,7 +201,7 @@ func TestKafkaConsumerGroupMemberKilledWhileReading(t *testing.T) {
 	}
 	t.Logf("the child confirmed %d events before it was killed", total)
 
-	second := newKafkaBus(t, brokers, pubsub.Config{}, pubsub.KafkaConfig{ConsumerGroup: group, InitialOffset: pubsub.OffsetOldest})
+	second := newKafkaBus(t, brokers, pubsub.Config{}, kafka.Config{ConsumerGroup: group, InitialOffset: kafka.OffsetOldest})
 	in := kafkaInbox(t, second)
 	next := map[string]int{} // per project, the next event the second member must get at the latest
 	last := map[string]int{} // per project, the last event received

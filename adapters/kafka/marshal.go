@@ -1,4 +1,4 @@
-package pubsub
+package kafka
 
 import (
 	"errors"
@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	wmkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/codec"
@@ -48,11 +48,11 @@ const (
 // DefaultMarshaler sets no key), value = the envelope JSON, headers = the
 // codec metadata, the Watermill UUID and the CloudEvents headers.
 type marshaler struct {
-	kafka.MarshalerUnmarshaler
+	wmkafka.MarshalerUnmarshaler
 }
 
 func newMarshaler() marshaler {
-	return marshaler{kafka.NewWithPartitioningMarshaler(func(_ string, msg *message.Message) (string, error) {
+	return marshaler{wmkafka.NewWithPartitioningMarshaler(func(_ string, msg *message.Message) (string, error) {
 		id := msg.Metadata.Get(codec.MetadataProjectID)
 		if id == "" {
 			return "", errors.New("message has no project id")
@@ -61,7 +61,7 @@ func newMarshaler() marshaler {
 	})}
 }
 
-// Marshal implements kafka.Marshaler.
+// Marshal implements wmkafka.Marshaler.
 func (m marshaler) Marshal(topic string, msg *message.Message) (*sarama.ProducerMessage, error) {
 	rec, err := m.MarshalerUnmarshaler.Marshal(topic, msg)
 	if err != nil {
@@ -90,9 +90,9 @@ func header(k, v string) sarama.RecordHeader {
 // Bus handler rejects, logs, counts and acknowledges.
 type lenientUnmarshaler struct{}
 
-// Unmarshal implements kafka.Unmarshaler. It never fails.
+// Unmarshal implements wmkafka.Unmarshaler. It never fails.
 func (lenientUnmarshaler) Unmarshal(rec *sarama.ConsumerMessage) (*message.Message, error) {
-	msg, err := kafka.DefaultMarshaler{}.Unmarshal(rec)
+	msg, err := wmkafka.DefaultMarshaler{}.Unmarshal(rec)
 	if err != nil || msg == nil {
 		msg = message.NewMessage("", rec.Value)
 	}

@@ -1,4 +1,4 @@
-package pubsub
+package kafka
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	wmkafka "github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
@@ -36,13 +36,17 @@ var errSubscriberClosed = errors.New("kafka: subscriber closed")
 // watermill-kafka reading the topic's partition list only once: see
 // watchPartitions.
 type retryingSubscriber struct {
-	inner   *kafka.Subscriber
+	inner   *wmkafka.Subscriber
 	count   func(context.Context) (int, error) // the topic's partitions, within probeTimeout
 	dialer  *dialer                            // the connections of inner and of the partition watch
 	commits bool                               // inner is in a consumer group, which commits on Close
 	backoff time.Duration
 	log     *slog.Logger
 	watch   *partitionWatch // gateway mode only; nil for a consumer group
+	// fill, when set, reads the tail of the topic into the history when
+	// the consumer first attaches (Config.FillHistory).
+	fill     *historyFill
+	fillOnce sync.Once
 
 	// attached is closed once the consumer reads the topic.
 	attached   chan struct{}
@@ -65,7 +69,7 @@ var _ message.Subscriber = (*retryingSubscriber)(nil)
 // commits is set, commits the offsets of a consumer group when it closes.
 // count returns the topic's partitions. With watch set, it also reads the
 // partitions added to the topic later.
-func newRetryingSubscriber(inner *kafka.Subscriber, d *dialer, commits bool, count func(context.Context) (int, error),
+func newRetryingSubscriber(inner *wmkafka.Subscriber, d *dialer, commits bool, count func(context.Context) (int, error),
 	watch *partitionWatch, backoff time.Duration, log *slog.Logger) *retryingSubscriber {
 	s := &retryingSubscriber{
 		inner:    inner,
@@ -183,6 +187,11 @@ func (s *retryingSubscriber) subscribe(ctx context.Context, topic string) (*read
 // forward waits for it before it returns (and out is closed).
 func (s *retryingSubscriber) forward(ctx context.Context, topic string, r *reading, out chan<- *message.Message) {
 	defer r.stop()
+	if s.fill != nil {
+		// Before anything the consumer reads: the fill's records come
+		// first in each partition, the consumer's repeats of them after.
+		s.fillOnce.Do(func() { s.fillHistory(ctx, topic, r.partitions, out) })
+	}
 	watching := s.watch != nil && s.watch.every > 0
 	taken := &takenPartitions{set: map[int32]bool{}} // partitions below r.partitions the watch took over
 	if watching {
@@ -203,7 +212,7 @@ func (s *retryingSubscriber) forward(ctx context.Context, topic string, r *readi
 			if !ok {
 				return
 			}
-			if p, ok := kafka.MessagePartitionFromCtx(msg.Context()); ok && watching && (int(p) >= r.partitions || taken.has(p)) {
+			if p, ok := wmkafka.MessagePartitionFromCtx(msg.Context()); ok && watching && (int(p) >= r.partitions || taken.has(p)) {
 				// A partition the watch reads: watermill-kafka read the
 				// partition list after the count, or reconnected (from the
 				// newest offset). One reader per partition keeps its order.
@@ -250,10 +259,10 @@ func (s *retryingSubscriber) Close() error {
 	return err
 }
 
-// abort cuts the consumer's connections: an attempt to start, or a Close
+// Abort cuts the consumer's connections: an attempt to start, or a Close
 // (a consumer group committing on a broker that does not answer), still
-// under way fails at once. See aborter.
-func (s *retryingSubscriber) abort() { s.dialer.cut() }
+// under way fails at once. It implements pubsub.Aborter.
+func (s *retryingSubscriber) Abort() { s.dialer.cut() }
 
 // offsetTracker remembers, per partition, the offset after the last record
 // dispatched, and recognizes a record read again: a consumer group that
@@ -378,14 +387,14 @@ var errNoAnswer = fmt.Errorf("no answer within %s", probeTimeout)
 // connects afresh (an existing connection can look fine to a client long
 // after the broker went away) and gives up after probeTimeout or when ctx
 // ends, whichever comes first, however many round trips Sarama has left.
-func (k KafkaConfig) probe(ctx context.Context) error {
+func (k Config) probe(ctx context.Context) error {
 	_, err := k.partitionCount(ctx)
 	return err
 }
 
 // partitionCount returns how many partitions the topic has, as a broker
 // answers within probeTimeout (see probe).
-func (k KafkaConfig) partitionCount(ctx context.Context) (int, error) {
+func (k Config) partitionCount(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, probeTimeout, errNoAnswer)
 	defer cancel()
 	conf := k.sarama(roleProbe)
@@ -418,7 +427,7 @@ func (k KafkaConfig) partitionCount(ctx context.Context) (int, error) {
 // partitionOffset returns sarama.OffsetNewest (the offset the next record
 // of a partition of the topic will get) or sarama.OffsetOldest (its first
 // retained record's), as a broker answers within probeTimeout.
-func (k KafkaConfig) partitionOffset(partition int32, which int64) (int64, error) {
+func (k Config) partitionOffset(partition int32, which int64) (int64, error) {
 	ctx, cancel := context.WithTimeoutCause(context.Background(), probeTimeout, errNoAnswer)
 	defer cancel()
 	conf := k.sarama(roleProbe)
@@ -437,7 +446,7 @@ func (k KafkaConfig) partitionOffset(partition int32, which int64) (int64, error
 // readiness check, and caches the answer briefly so that frequent probes
 // cost one connection.
 type brokerProbe struct {
-	kcfg  KafkaConfig
+	kcfg  Config
 	cache time.Duration
 
 	mu      sync.Mutex
@@ -445,7 +454,7 @@ type brokerProbe struct {
 	err     error
 }
 
-func newBrokerProbe(kcfg KafkaConfig) *brokerProbe {
+func newBrokerProbe(kcfg Config) *brokerProbe {
 	return &brokerProbe{kcfg: kcfg, cache: 500 * time.Millisecond}
 }
 
