@@ -3,6 +3,7 @@ package pubsub
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -19,7 +20,10 @@ var errBusClosed = errors.New("pubsub: bus closed")
 // transactional outbox's forwarder (adapters/postgres) — so that it
 // acknowledges a row only once the event is really published.
 //
-// Messages must be the codec's (codec.NewMessage), for cfg.Topic. Publish
+// Messages the pub/sub refuses for good (a RejectedError) are dropped,
+// logged and counted as "rejected", and Publish succeeds for them: a
+// forwarder must not retry them forever. Messages must be the codec's
+// (codec.NewMessage), for cfg.Topic. Publish
 // waits until the router runs (in memory, a message published before
 // would be lost) or the first message's context ends, and fails once the
 // Bus is closing; Close does nothing
@@ -49,7 +53,20 @@ func (p directPublisher) Publish(topic string, msgs ...*message.Message) error {
 		return errBusClosed
 	default:
 	}
-	if err := b.pub.Publish(topic, msgs...); err != nil {
+	err := b.pub.Publish(topic, msgs...)
+	var rejected *RejectedError
+	if errors.As(err, &rejected) {
+		// Refused for good (too large, a policy, an ACL): publishing them
+		// again cannot succeed, and a forwarder that retried them would
+		// hold up every event behind them, of every project. Dropped,
+		// logged and counted, as the outbox does; the others go on.
+		kept := b.outbox.dropRejected(slices.Clone(msgs), rejected)
+		if err = rejected.Temporary; err == nil {
+			b.cfg.Metrics.Published(len(kept))
+			return nil
+		}
+	}
+	if err != nil {
 		b.cfg.Metrics.PublishFailed(len(msgs))
 		return err
 	}

@@ -108,6 +108,35 @@ func TestAdapterHooksRecordSizerAndRejectedError(t *testing.T) {
 	}
 }
 
+// Bus.Publisher (the transactional outbox's forwarder publishes through it)
+// drops what the pub/sub refuses for good and succeeds, so the forwarder
+// acknowledges the row and goes on to the events behind it; a temporary
+// failure that comes with it is still an error, to be retried.
+func TestPublisherDropsWhatThePubSubRejectsForGood(t *testing.T) {
+	ch := gochannel.NewGoChannel(gochannel.Config{BlockPublishUntilSubscriberAck: true}, nil)
+	pub := &hookPublisher{next: ch, refuse: map[string]bool{"refused": true}}
+	reg := prometheus.NewRegistry()
+	bus, err := pubsub.New(pubsub.Config{Metrics: metrics.New(reg, nil)}, pub, ch, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, closeBus(t, bus, 5*time.Second)) })
+	in := subscribeAll(t, bus)
+	msgOf := func(id string, n int) *message.Message {
+		ev, err := domain.NewProjectUpdated(pubsubtest.Project(id, n))
+		require.NoError(t, err)
+		msg, err := codec.NewMessage(ev)
+		require.NoError(t, err)
+		return msg
+	}
+	p := bus.Publisher()
+	// The first call of hookPublisher also fails for a while (a temporary
+	// failure): an error, so that the forwarder retries.
+	require.Error(t, p.Publish(bus.Topic(), msgOf("refused", 1), msgOf("kept", 1)))
+	require.NoError(t, p.Publish(bus.Topic(), msgOf("refused", 2)), "refused for good: dropped, not an error")
+	require.NoError(t, p.Publish(bus.Topic(), msgOf("kept", 2)))
+	assert.Equal(t, pubsubtest.Project("kept", 2), nextEvent(t, in, 5*time.Second).Project, "the events behind it go on")
+	assert.Equal(t, 2.0, counterValue(t, reg, "statusbroadcaster_events_dropped_total", "rejected"))
+}
+
 // abortablePublisher's Close hangs until Abort is called, as a Kafka
 // producer's does on a broker that stopped answering until its
 // connections are cut.
