@@ -154,3 +154,40 @@ func readAvailable(t *testing.T, c *stalledClient) []frame {
 	}
 	return out
 }
+
+// A resumed stream whose replay ends in a chunk with nothing for it (its
+// project's events are older than the last stretch of history read) is
+// live and idle afterwards, not a slow reader of a backlog: heartbeats go
+// on and the stream stays open (it used to be ended at its first
+// heartbeat as "too slow", again at every reconnection).
+func TestIdleResumedStreamIsNotEndedAsSlow(t *testing.T) {
+	t.Parallel()
+	g := newSSEGateway(t, fanout.Config{}, httpapi.Config{Heartbeat: 300 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
+	g.update(t, "a", 1)
+	g.settle(t, "a", 1)
+	first := g.openStream(t, "/events/projects/a", nil)
+	first.start()
+	id := first.nextEvent().ID
+	first.close()
+	for v := 1; v <= 5_000; v++ { // more than one stretch of history, none of it about a
+		g.update(t, "b", v)
+	}
+	g.settle(t, "b", 5_000)
+
+	s := g.openStream(t, "/events/projects/a", lastID(id))
+	s.start()
+	deadline := time.After(2 * time.Second) // several heartbeats, each longer than WriteTimeout
+	heartbeats := 0
+	for {
+		select {
+		case f := <-s.frames:
+			require.Empty(t, f.Event, "nothing was missed: no event to replay")
+			heartbeats++
+		case <-s.done:
+			require.Failf(t, "the resumed idle stream was ended", "after %d heartbeats (%v)", heartbeats, s.err)
+		case <-deadline:
+			assert.GreaterOrEqual(t, heartbeats, 2, "an idle stream gets heartbeats")
+			return
+		}
+	}
+}

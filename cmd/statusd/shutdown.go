@@ -14,6 +14,11 @@ import (
 // the pub/sub's flush gets the rest, so at least 1-drainShare of it.
 const drainShare = 0.5
 
+// forwarderShare is the point of --shutdown-timeout by which the outbox
+// forwarder (--database-url) must have stopped; the pub/sub's flush gets
+// the rest.
+const forwarderShare = 0.75
+
 // shutdown stops srv, then closes bus, within total, each with its own
 // share: the HTTP drain (streams end at once; requests in flight finish)
 // gets at most drainShare of total, and whatever it leaves goes to the
@@ -27,8 +32,8 @@ const drainShare = 0.5
 //
 // metricsSrv (--metrics-addr; may be nil) drains with srv. stopForwarding
 // (--database-url; may be nil) stops the outbox forwarder before the
-// pub/sub closes: what it has not forwarded stays committed in the
-// database for the next start.
+// pub/sub closes, by forwarderShare of total at the latest: what it has
+// not forwarded stays committed in the database for the next start.
 func shutdown(srv, metricsSrv *http.Server, stopForwarding func() error, bus *pubsub.Bus, total time.Duration, logger *slog.Logger) {
 	start := time.Now()
 	drain := time.Duration(float64(total) * drainShare)
@@ -48,8 +53,22 @@ func shutdown(srv, metricsSrv *http.Server, stopForwarding func() error, bus *pu
 	}
 	unclean := false
 	if stopForwarding != nil {
-		if err := stopForwarding(); err != nil {
-			logger.Error("unclean shutdown", "error", err)
+		// The forwarder waits on the database (its last acknowledgement, a
+		// prune): bounded by its own share, so that a slow or unreachable
+		// database cannot eat the outbox's flush. What it has not
+		// acknowledged stays in the database and is forwarded again at the
+		// next start (at least once).
+		stopped := make(chan error, 1)
+		go func() { stopped <- stopForwarding() }()
+		select {
+		case err := <-stopped:
+			if err != nil {
+				logger.Error("unclean shutdown", "error", err)
+				unclean = true
+			}
+		case <-time.After(time.Until(start.Add(time.Duration(float64(total) * forwarderShare)))):
+			logger.Error("unclean shutdown: the outbox forwarder did not stop within its share of the shutdown timeout; what it had not acknowledged is forwarded again at the next start",
+				"share", time.Duration(float64(total)*forwarderShare))
 			unclean = true
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -117,4 +118,24 @@ func TestKafkaPartitionCheckFlag(t *testing.T) {
 	require.ErrorIs(t, err, flag.ErrHelp)
 	assert.Contains(t, help.String(), "reads the new ones from their oldest offset. Negative: never; 0 is an error")
 	assert.NotContains(t, help.String(), "re-read")
+}
+
+// An outbox forwarder that does not stop (its database hangs) gets its
+// share of --shutdown-timeout and no more: the pub/sub still closes, and
+// shutdown returns within the timeout (plus Close's half second of grace),
+// saying that the shutdown was unclean.
+func TestShutdownBoundsAForwarderThatDoesNotStop(t *testing.T) {
+	bus, err := pubsub.NewInMemory(pubsub.Config{}, nil)
+	require.NoError(t, err)
+	hung := make(chan struct{})
+	defer close(hung)
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	start := time.Now()
+	shutdown(&http.Server{}, nil, func() error { <-hung; return nil }, bus, time.Second, logger)
+	took := time.Since(start)
+	assert.Less(t, took, 3*time.Second, "bounded by --shutdown-timeout (1s, plus the pub/sub's grace and a loaded machine), not by the forwarder")
+	assert.GreaterOrEqual(t, took, 700*time.Millisecond, "the forwarder had its share (3/4 of the timeout)")
+	assert.Contains(t, logs.String(), "outbox forwarder did not stop within its share")
+	assert.NotContains(t, logs.String(), "msg=stopped")
 }
