@@ -94,6 +94,11 @@ type reading struct {
 	// began: the reading owns partitions 0 to partitions-1, the partition
 	// watch the others.
 	partitions int
+	// fillUntil is the newest offset of each partition just before the
+	// consumer began, when a history fill is to come (nil otherwise): the
+	// fill reads at least from there, so nothing falls between its records
+	// and the consumer's.
+	fillUntil []int64
 }
 
 // Subscribe implements message.Subscriber. It fails only when the
@@ -171,6 +176,10 @@ func (s *retryingSubscriber) subscribe(ctx context.Context, topic string) (*read
 	if err != nil {
 		return nil, err
 	}
+	var fillUntil []int64
+	if s.fill != nil && !s.fill.over() {
+		fillUntil = s.fill.newestOffsets(topic, partitions) // before the consumer fixes where it starts
+	}
 	readCtx, end := context.WithCancel(ctx)
 	msgs, err := s.inner.Subscribe(readCtx, topic)
 	if err != nil {
@@ -178,7 +187,7 @@ func (s *retryingSubscriber) subscribe(ctx context.Context, topic string) (*read
 		return nil, err
 	}
 	s.attachOnce.Do(func() { close(s.attached) })
-	return &reading{msgs: msgs, stop: end, partitions: partitions}, nil
+	return &reading{msgs: msgs, stop: end, partitions: partitions, fillUntil: fillUntil}, nil
 }
 
 // forward hands the messages of r to out until ctx ends, the subscriber
@@ -190,7 +199,7 @@ func (s *retryingSubscriber) forward(ctx context.Context, topic string, r *readi
 	if s.fill != nil {
 		// Before anything the consumer reads: the fill's records come
 		// first in each partition, the consumer's repeats of them after.
-		s.fillOnce.Do(func() { s.fillHistory(ctx, topic, r.partitions, out) })
+		s.fillOnce.Do(func() { s.fillHistory(ctx, topic, r.partitions, r.fillUntil, out) })
 	}
 	watching := s.watch != nil && s.watch.every > 0
 	taken := &takenPartitions{set: map[int32]bool{}} // partitions below r.partitions the watch took over

@@ -325,3 +325,61 @@ var (
 	_ pubsub.Aborter = (*batchPublisher)(nil)
 	_ pubsub.Aborter = (*retryingSubscriber)(nil)
 )
+
+// The history fill reads at least from the newest offsets taken just
+// before the consumer began (newestOffsets, then the consumer's
+// Subscribe): records that arrived in between, more than the partition's
+// share of the fill, are read by the fill, so none fall between the fill
+// and the consumer (which takes everything before its start for repeats).
+func TestHistoryFillReadsFromWhereTheConsumerBegan(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, pubsub.DefaultTopic))
+	require.NoError(t, err)
+	defer cluster.Close()
+	kcfg := Config{Brokers: cluster.ListenAddrs()}
+	kcfg.setDefaults("")
+	f := &historyFill{records: 2, timeout: 20 * time.Second, done: make(chan struct{}),
+		newClient: func() (sarama.Client, error) { return sarama.NewClient(kcfg.Brokers, kcfg.sarama(roleConsumer)) }}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kcfg.Brokers...), kgo.DefaultProduceTopic(pubsub.DefaultTopic))
+	require.NoError(t, err)
+	defer cl.Close()
+	produce := func(from, to int) {
+		for n := from; n < to; n++ {
+			msg := testEvent(t, "fill", n)
+			require.NoError(t, cl.ProduceSync(context.Background(), &kgo.Record{Key: []byte("fill"), Value: msg.Payload}).FirstErr())
+		}
+	}
+	produce(0, 3)
+	until := f.newestOffsets(pubsub.DefaultTopic, 1) // the consumer would begin here: offset 3
+	require.Equal(t, []int64{3}, until)
+	produce(3, 8) // five records before the fill reads: more than its share of 2
+
+	out := make(chan *message.Message)
+	var offsets []int64
+	collected := make(chan struct{})
+	go func() { // as the Bus does: take each message, acknowledge it
+		defer close(collected)
+		for msg := range out {
+			_, off, _ := recordPosition(msg.Context())
+			offsets = append(offsets, off)
+			msg.Ack()
+		}
+	}()
+	n, err := f.read(context.Background(), pubsub.DefaultTopic, 1, until, out)
+	close(out)
+	<-collected
+	require.NoError(t, err)
+	assert.Equal(t, 5, n)
+	assert.Equal(t, []int64{3, 4, 5, 6, 7}, offsets, "from where the consumer began, not only the last 2")
+
+	// Without an offset from before the consumer: its share only.
+	out = make(chan *message.Message)
+	go func() {
+		for msg := range out {
+			msg.Ack()
+		}
+	}()
+	n, err = f.read(context.Background(), pubsub.DefaultTopic, 1, nil, out)
+	close(out)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+}
