@@ -162,7 +162,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 			batch = sub.Take(batch[:0])
 			if len(batch) == 0 {
 				clock.observe(sub.InBacklog(), 0) // a backlog that ended in an empty chunk is over: stop its clock
-				continue // a spurious wake-up, or a backlog chunk with nothing selected
+				continue                          // a spurious wake-up, or a backlog chunk with nothing selected
 			}
 			n, err := st.write(nil, batch)
 			if err != nil {
