@@ -161,8 +161,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 		case <-sub.Ready():
 			batch = sub.Take(batch[:0])
 			if len(batch) == 0 {
-				clock.observe(sub.InBacklog(), 0) // a backlog that ended in an empty chunk is over: stop its clock
-				continue                          // a spurious wake-up, or a backlog chunk with nothing selected
+				// A spurious wake-up, or a backlog chunk with nothing
+				// selected; a backlog that ended so is over: stop its clock.
+				clock.observe(sub.InBacklog(), 0)
+				continue
 			}
 			n, err := st.write(nil, batch)
 			if err != nil {
