@@ -11,6 +11,7 @@ import (
 
 	wsql "github.com/ThreeDotsLabs/watermill-sql/v4/pkg/sql"
 	"github.com/ThreeDotsLabs/watermill/components/forwarder"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -52,6 +53,7 @@ type Executor = wsql.ContextExecutor
 type Outbox struct {
 	topic string
 	log   *slog.Logger
+	check func(*message.Message) error // nil: none
 }
 
 // NewOutbox returns an outbox whose events are forwarded to topic (the
@@ -66,6 +68,16 @@ func NewOutbox(topic string, logger *slog.Logger) *Outbox {
 	return &Outbox{topic: topic, log: logger}
 }
 
+// Checking returns the outbox that also vets each message with check
+// before it writes it (pubsub.Bus.CheckMessage: an event too large for the
+// pub/sub is refused in its transaction, with domain.ErrInvalidEvent,
+// rather than committed and dropped when it is forwarded).
+func (o *Outbox) Checking(check func(*message.Message) error) *Outbox {
+	c := *o
+	c.check = check
+	return &c
+}
+
 // Write writes ev to the outbox in tx. It takes the project's transaction
 // lock first (LockProject). The event is published once tx commits, and
 // never if it rolls back.
@@ -73,6 +85,11 @@ func (o *Outbox) Write(ctx context.Context, tx Executor, ev domain.Event) error 
 	msg, err := codec.NewMessage(ev) // validates
 	if err != nil {
 		return err
+	}
+	if o.check != nil {
+		if err := o.check(msg); err != nil {
+			return err
+		}
 	}
 	if err := LockProject(ctx, tx, ev.Project.ID); err != nil {
 		return err
@@ -187,6 +204,9 @@ type StoreConfig struct {
 	Timeout time.Duration
 	// Now stamps records; nil is time.Now in UTC, to the second.
 	Now func() time.Time
+	// Check, when set, vets each event's message before it is written
+	// (see Outbox.Checking): statusd passes the Bus's CheckMessage.
+	Check func(*message.Message) error
 }
 
 // NewStore returns a Store on pool.
@@ -194,7 +214,7 @@ func NewStore(pool *pgxpool.Pool, cfg StoreConfig, logger *slog.Logger) *Store {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}
-	return &Store{pool: pool, outbox: NewOutbox(cfg.Topic, logger), now: clockOrDefault(cfg.Now), timeout: cfg.Timeout}
+	return &Store{pool: pool, outbox: NewOutbox(cfg.Topic, logger).Checking(cfg.Check), now: clockOrDefault(cfg.Now), timeout: cfg.Timeout}
 }
 
 // Repository returns the repository outside any transaction.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -167,6 +168,32 @@ func TestAcceptStoresProjectAndEvent(t *testing.T) {
 
 	e.forward(t, nil, postgres.ForwarderConfig{})
 	assert.Equal(t, ev, e.receive(t))
+}
+
+// With the Bus's CheckMessage (statusd wires it), an event too large for
+// the pub/sub is refused in its transaction with domain.ErrInvalidEvent
+// (POST /events: 400): nothing of it is committed, rather than a row the
+// forwarder would publish only to see it dropped.
+func TestAcceptRefusesAnEventTooLargeForThePubSub(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	small, err := pubsub.NewInMemory(pubsub.Config{MaxMessageBytes: 2_048}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, small.Close(context.Background())) })
+	store := postgres.NewStore(e.pool, postgres.StoreConfig{Now: repotest.Clock(), Check: small.CheckMessage}, nil)
+	p := domain.Project{ID: "big", Name: "big_app", Status: domain.StatusFailed, InsertedAt: repotest.T0, UpdatedAt: repotest.T0}
+	ev, err := domain.NewProjectError(p, strings.Repeat("x", 4_096))
+	require.NoError(t, err)
+	require.ErrorIs(t, store.Accept(ctx, ev), domain.ErrInvalidEvent)
+	_, err = store.Project(ctx, "big")
+	require.ErrorIs(t, err, ports.ErrProjectNotFound, "the transaction was rolled back")
+	n, err := postgres.Pending(ctx, e.pool, "")
+	require.NoError(t, err)
+	assert.Zero(t, n, "nothing in the outbox")
+
+	ok, err := domain.NewProjectError(p, "short")
+	require.NoError(t, err)
+	require.NoError(t, store.Accept(ctx, ok), "an event within the limit is accepted")
 }
 
 // recordingPublisher passes messages on and remembers who forwarded what;

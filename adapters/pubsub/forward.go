@@ -76,6 +76,15 @@ func (p directPublisher) Publish(topic string, msgs ...*message.Message) error {
 
 func (directPublisher) Close() error { return nil }
 
+// CheckMessage returns an error wrapping domain.ErrInvalidEvent when msg
+// (the codec's) would make a record larger than the Bus's pub/sub takes
+// (Config.MaxMessageBytes, as its adapter measures records): the check
+// Broadcast* makes, for a component that keeps events to publish them
+// later through Publisher — the transactional outbox refuses such an event
+// in its transaction, rather than commit one that would be dropped when
+// forwarded.
+func (b *Bus) CheckMessage(msg *message.Message) error { return b.outbox.checkSize(msg) }
+
 // uuidWindow remembers the last n message UUIDs it saw, to skip the
 // repeats of an at-least-once source (the transactional outbox publishes a
 // message again, same UUID, after a crash between publishing and

@@ -122,10 +122,9 @@ func (o *outbox) enqueue(ev domain.Event) error {
 		o.metrics.Invalid()
 		return err
 	}
-	if size := o.size(msg); size > o.cfg.MaxMessageBytes {
+	if err := o.checkSize(msg); err != nil {
 		o.metrics.Invalid()
-		return fmt.Errorf("%w: project %s: the event would make a record of %d bytes, over the limit of %d bytes (MaxMessageBytes); shorten it (the error message, the project's fields)",
-			domain.ErrInvalidEvent, ev.Project.ID, size, o.cfg.MaxMessageBytes)
+		return err
 	}
 	var deadline time.Time
 	o.mu.Lock()
@@ -304,6 +303,16 @@ func (o *outbox) publish(batch []*message.Message) bool {
 		}
 		backoff = min(2*backoff, o.cfg.RetryMax)
 	}
+}
+
+// checkSize returns an error wrapping domain.ErrInvalidEvent when msg would
+// make a record over MaxMessageBytes, which its pub/sub would refuse.
+func (o *outbox) checkSize(msg *message.Message) error {
+	if size := o.size(msg); size > o.cfg.MaxMessageBytes {
+		return fmt.Errorf("%w: project %s: the event would make a record of %d bytes, over the limit of %d bytes (MaxMessageBytes); shorten it (the error message, the project's fields)",
+			domain.ErrInvalidEvent, msg.Metadata.Get(codec.MetadataProjectID), size, o.cfg.MaxMessageBytes)
+	}
+	return nil
 }
 
 // dropRejected removes from batch the messages the pub/sub rejected for

@@ -91,7 +91,7 @@ func (d *durable) start(bus *pubsub.Bus) error {
 	if d == nil {
 		return nil
 	}
-	d.store = postgres.NewStore(d.pool, postgres.StoreConfig{Topic: bus.Topic(), Timeout: d.flags.timeout}, d.log)
+	d.store = postgres.NewStore(d.pool, postgres.StoreConfig{Topic: bus.Topic(), Timeout: d.flags.timeout, Check: bus.CheckMessage}, d.log)
 	fwd, err := postgres.StartForwarder(d.pool, bus.Publisher(), postgres.ForwarderConfig{
 		ConsumerGroup: d.flags.outboxGroup,
 		BatchSize:     d.flags.outboxBatch,
