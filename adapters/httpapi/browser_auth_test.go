@@ -66,19 +66,6 @@ func TestDashboardAuthorizationInBrowser(t *testing.T) {
 		require.NoError(t, chromedp.Do(ctx))
 		return ctx
 	}
-	run := func(ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		c, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		require.NoError(t, chromedp.Do(c, steps...))
-	}
-	waitUntil := func(ctx context.Context, what, expr string) {
-		t.Helper()
-		c, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		_, err := chromedp.Run(c, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(20*time.Millisecond)))
-		require.NoError(t, err, "waiting until %s (%s)", what, expr)
-	}
 	// waitAcross is waitUntil while the page navigates: a poll cut by the
 	// navigation is retried.
 	waitAcross := func(ctx context.Context, what, expr string) {
@@ -114,8 +101,8 @@ func TestDashboardAuthorizationInBrowser(t *testing.T) {
 
 	// No token at all: 401, "not authorized", no reconnection loop.
 	anon := tab()
-	run(anon, chromedp.Navigate(srv.URL+"/"))
-	waitUntil(anon, "not authorized", state+` === 'unauthorized' && !document.getElementById('auth').hidden`)
+	httpapitest.Do(anon, t, chromedp.Navigate(srv.URL+"/"))
+	httpapitest.WaitUntil(anon, t, "not authorized", state+` === 'unauthorized' && !document.getElementById('auth').hidden`)
 	assert.Contains(t, eval(anon, `document.getElementById('auth-reason').textContent`), "token is required")
 	assert.Equal(t, "not authorized", eval(anon, `document.getElementById('connection-text').textContent`))
 	stopsReconnecting()
@@ -126,32 +113,32 @@ func TestDashboardAuthorizationInBrowser(t *testing.T) {
 	// A token on the page URL: the page is live, the token leaves the
 	// address bar, and the deep links of the same tab keep it.
 	byURL := tab()
-	run(byURL, chromedp.Navigate(srv.URL+"/?access_token="+all))
-	waitUntil(byURL, "live with both projects", state+` === 'live' && `+rowCount+` === 2`)
+	httpapitest.Do(byURL, t, chromedp.Navigate(srv.URL+"/?access_token="+all))
+	httpapitest.WaitUntil(byURL, t, "live with both projects", state+` === 'live' && `+rowCount+` === 2`)
 	assert.Equal(t, "", eval(byURL, `location.search`), "the token is removed from the address bar")
 	assert.True(t, eval(byURL, `document.getElementById('auth').hidden ? 'hidden' : 'shown'`) == "hidden")
 	require.NoError(t, bus.BroadcastProjectUpdate(domain.Project{ID: "p-b", Name: "app_p-b", Status: domain.StatusCompiling}))
-	waitUntil(byURL, "a live update", `document.querySelector('tr[data-project-id="p-b"]').dataset.status === 'compiling'`)
-	run(byURL, chromedp.Click(chromedp.CSS(`tr[data-project-id="p-a"] td.name a`)))
+	httpapitest.WaitUntil(byURL, t, "a live update", `document.querySelector('tr[data-project-id="p-b"]').dataset.status === 'compiling'`)
+	httpapitest.Do(byURL, t, chromedp.Click(chromedp.CSS(`tr[data-project-id="p-a"] td.name a`)))
 	waitAcross(byURL, "the deep link is live", `location.search === '?project=p-a' && `+state+` === 'live' && `+rowCount+` === 1`)
 
 	// A token for one project: 403 on the all-projects page, with the
 	// reason; its own project's page is live.
 	narrow := tab()
-	run(narrow, chromedp.Navigate(srv.URL+"/?access_token="+onlyA))
-	waitUntil(narrow, "forbidden", state+` === 'unauthorized'`)
+	httpapitest.Do(narrow, t, chromedp.Navigate(srv.URL+"/?access_token="+onlyA))
+	httpapitest.WaitUntil(narrow, t, "forbidden", state+` === 'unauthorized'`)
 	assert.Contains(t, eval(narrow, `document.getElementById('auth-reason').textContent`), "projects:*")
 	assert.Equal(t, "forbidden", eval(narrow, `document.getElementById('connection-text').textContent`))
 	stopsReconnecting()
 	// It offers the projects the token does cover (GET /projects with the
 	// token as Bearer); following one, with the token kept for the tab,
 	// is live.
-	waitUntil(narrow, "the covered projects offered", `!document.getElementById('auth-covered').hidden`)
+	httpapitest.WaitUntil(narrow, t, "the covered projects offered", `!document.getElementById('auth-covered').hidden`)
 	assert.Equal(t, "p-a", eval(narrow, `Array.from(document.querySelectorAll('#auth-projects a')).map(a => a.dataset.projectId).join(',')`))
 	png, err = chromedp.Run(narrow, chromedp.FullScreenshot(100))
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(out, "dashboard-forbidden.png"), png, 0o644))
-	run(narrow, chromedp.Click(chromedp.CSS(`#auth-projects a[data-project-id="p-a"]`)))
+	httpapitest.Do(narrow, t, chromedp.Click(chromedp.CSS(`#auth-projects a[data-project-id="p-a"]`)))
 	waitAcross(narrow, "its project is live", `location.search === '?project=p-a' && `+state+` === 'live' && `+rowCount+` === 1`)
 
 	// The cookie: no token in the URL, the browser sends statusd_token.
@@ -160,8 +147,8 @@ func TestDashboardAuthorizationInBrowser(t *testing.T) {
 	httpOnly := true
 	_, err = chromedp.Call(byCookie, network.SetCookie, network.SetCookieParams{Name: httpapi.TokenCookie, Value: all, URL: u, HTTPOnly: &httpOnly})
 	require.NoError(t, err)
-	run(byCookie, chromedp.Navigate(u))
-	waitUntil(byCookie, "live through the cookie", state+` === 'live' && `+rowCount+` === 2`)
+	httpapitest.Do(byCookie, t, chromedp.Navigate(u))
+	httpapitest.WaitUntil(byCookie, t, "live through the cookie", state+` === 'live' && `+rowCount+` === 2`)
 	_, err = chromedp.Call(byCookie, network.DeleteCookies, network.DeleteCookiesParams{Name: httpapi.TokenCookie, URL: u})
 	require.NoError(t, err)
 
@@ -169,9 +156,9 @@ func TestDashboardAuthorizationInBrowser(t *testing.T) {
 	// reconnection is refused, the page says why and stops.
 	short := mint(t, []string{"projects:*"}, nil, 6*time.Second)
 	expiring := tab()
-	run(expiring, chromedp.Navigate(srv.URL+"/?access_token="+short))
-	waitUntil(expiring, "live", state+` === 'live' && `+rowCount+` === 2`)
-	waitUntil(expiring, "not authorized once the token expired", state+` === 'unauthorized'`)
+	httpapitest.Do(expiring, t, chromedp.Navigate(srv.URL+"/?access_token="+short))
+	httpapitest.WaitUntil(expiring, t, "live", state+` === 'live' && `+rowCount+` === 2`)
+	httpapitest.WaitUntil(expiring, t, "not authorized once the token expired", state+` === 'unauthorized'`)
 	assert.Contains(t, eval(expiring, `document.getElementById('auth-reason').textContent`), "expired")
 	assert.Equal(t, "", eval(expiring, `sessionStorage.getItem('statusd_token') || ''`), "a refused token is forgotten")
 	stopsReconnecting()

@@ -165,19 +165,8 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	ctx := httpapitest.StartBrowser(t, chromedp.WindowSize(1100, 640))
 
-	run := func(steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		c, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		require.NoError(t, chromedp.Do(c, steps...))
-	}
-	waitUntil := func(what, expr string) {
-		t.Helper()
-		c, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		_, err := chromedp.Run(c, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(20*time.Millisecond)))
-		require.NoError(t, err, "waiting until %s (%s)", what, expr)
-	}
+	run := func(steps ...chromedp.Action[chromedp.Void]) { t.Helper(); httpapitest.Do(ctx, t, steps...) }
+	waitUntil := func(what, expr string) { t.Helper(); httpapitest.WaitUntil(ctx, t, what, expr) }
 	rows := func() map[string]row {
 		t.Helper()
 		list, err := chromedp.Run(ctx, chromedp.Evaluate[[]row](readRows))

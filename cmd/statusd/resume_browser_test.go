@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,10 +13,8 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/statusbroadcaster/statusbroadcaster/adapters/httpapi/httpapitest"
-	"github.com/statusbroadcaster/statusbroadcaster/adapters/pubsub"
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
 
@@ -95,35 +91,16 @@ func (p *switchingProxy) switchTo(target string) {
 // exactly once, in order per project.
 func TestEventSourceSwitchedToAnotherGateway(t *testing.T) {
 	httpapitest.ChromiumPath(t) // skip (or fail under CI) before starting anything
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, pubsub.DefaultTopic))
-	require.NoError(t, err)
-	t.Cleanup(cluster.Close)
-	kafkaArgs := []string{"--pubsub", "kafka", "--kafka-brokers", cluster.ListenAddrs()[0]}
-	a := statusd(t, append(kafkaArgs, "--kafka-client-id", "gateway-a")...)
-	b := statusd(t, append(kafkaArgs, "--kafka-client-id", "gateway-b")...)
-	for _, g := range []string{a, b} {
-		require.Eventually(t, func() bool { return status(t, g+"/readyz") == http.StatusOK }, 10*time.Second, 20*time.Millisecond)
-	}
+	a, b := twoGateways(t)
 	proxy := newSwitchingProxy(t, strings.TrimPrefix(a, "http://"))
 	page := "http://" + proxy.ln.Addr().String()
 
 	ctx := httpapitest.StartBrowser(t)
-	run := func(steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		c, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		require.NoError(t, chromedp.Do(c, steps...))
-	}
-	waitUntil := func(what, expr string) {
-		t.Helper()
-		c, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		_, err := chromedp.Run(c, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(20*time.Millisecond)))
-		require.NoError(t, err, "waiting until %s (%s)", what, expr)
-	}
+	run := func(steps ...chromedp.Action[chromedp.Void]) { t.Helper(); httpapitest.Do(ctx, t, steps...) }
+	waitUntil := func(what, expr string) { t.Helper(); httpapitest.WaitUntil(ctx, t, what, expr) }
 	// A page of the proxy's origin, so the stream is same-origin.
 	run(chromedp.Navigate(page + "/healthz"))
-	_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => {
+	_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => {
 		window.got = []; window.opens = 0;
 		const es = new EventSource('/events/projects?snapshot=false');
 		es.onopen = () => { window.opens++; };

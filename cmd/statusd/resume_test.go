@@ -89,15 +89,7 @@ func nextFrames(t *testing.T, frames <-chan idFrame, n int) []idFrame {
 // order, no snapshot; for one project, several selectors and every
 // project.
 func TestResumeOnAnotherStatusd(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, pubsub.DefaultTopic))
-	require.NoError(t, err)
-	t.Cleanup(cluster.Close)
-	kafkaArgs := []string{"--pubsub", "kafka", "--kafka-brokers", cluster.ListenAddrs()[0]}
-	a := statusd(t, append(kafkaArgs, "--kafka-client-id", "gateway-a")...)
-	b := statusd(t, append(kafkaArgs, "--kafka-client-id", "gateway-b")...)
-	for _, g := range []string{a, b} {
-		require.Eventually(t, func() bool { return status(t, g+"/readyz") == http.StatusOK }, 10*time.Second, 20*time.Millisecond)
-	}
+	a, b := twoGateways(t)
 	const projects = 5
 	project := func(i, n int) domain.Project {
 		return domain.Project{ID: fmt.Sprintf("resume-%d", i), Name: fmt.Sprintf("app-%d", n), Status: domain.StatusCompiling,
@@ -276,4 +268,21 @@ func TestResumeAfterARestartOnTheNewestOffsets(t *testing.T) {
 		assert.Failf(t, "more than the missed events", "%+v", f)
 	case <-time.After(300 * time.Millisecond):
 	}
+}
+
+// twoGateways starts two statusd gateways (in process) on one kfake
+// broker with a 3-partition topic, and returns their URLs once both are
+// ready.
+func twoGateways(t *testing.T) (string, string) {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, pubsub.DefaultTopic))
+	require.NoError(t, err)
+	t.Cleanup(cluster.Close)
+	kafkaArgs := []string{"--pubsub", "kafka", "--kafka-brokers", cluster.ListenAddrs()[0]}
+	a := statusd(t, append(kafkaArgs, "--kafka-client-id", "gateway-a")...)
+	b := statusd(t, append(kafkaArgs, "--kafka-client-id", "gateway-b")...)
+	for _, g := range []string{a, b} {
+		require.Eventually(t, func() bool { return status(t, g+"/readyz") == http.StatusOK }, 10*time.Second, 20*time.Millisecond)
+	}
+	return a, b
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
@@ -65,4 +66,27 @@ func StartBrowser(t testing.TB, extra ...chromedp.ExecAllocatorOption) context.C
 	})
 	require.NoError(t, chromedp.Do(ctx), "starting chromium") // first Run: no timeout on this context
 	return ctx
+}
+
+// stepTimeout bounds a step of a browser test: Do's actions, WaitUntil's
+// wait.
+const stepTimeout = 30 * time.Second
+
+// Do runs steps in ctx's tab, failing the test unless they succeed within
+// 30 seconds.
+func Do(ctx context.Context, t testing.TB, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	c, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	require.NoError(t, chromedp.Do(c, steps...))
+}
+
+// WaitUntil polls the JavaScript expression expr in ctx's tab until it is
+// true, failing the test (saying what was awaited) after 30 seconds.
+func WaitUntil(ctx context.Context, t testing.TB, what, expr string) {
+	t.Helper()
+	c, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	_, err := chromedp.Run(c, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(20*time.Millisecond)))
+	require.NoError(t, err, "waiting until %s (%s)", what, expr)
 }
