@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -152,9 +153,11 @@ func runToken(args []string, lookupEnv func(string) (string, bool), stdout, stde
 
 // serveMetrics serves GET /metrics of reg on addr, a listener of its own
 // (--metrics-addr), so that deployments can keep it off the public one.
-// With no addr it does nothing. A failure of the listener after it started
+// With withPprof it also serves net/http/pprof's profiles under
+// /debug/pprof/ there (never on the public listener). With no addr it does
+// nothing. A failure of the listener after it started
 // is sent on failed.
-func serveMetrics(addr string, reg prometheus.Gatherer, logger *slog.Logger, failed chan<- error) (*http.Server, error) {
+func serveMetrics(addr string, withPprof bool, reg prometheus.Gatherer, logger *slog.Logger, failed chan<- error) (*http.Server, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -164,6 +167,13 @@ func serveMetrics(addr string, reg prometheus.Gatherer, logger *slog.Logger, fai
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	logger.Info("metrics on " + listenURL(ln.Addr()) + "/metrics")
 	go func() {

@@ -81,6 +81,7 @@ type config struct {
 	kafka        kafkaFlags
 	auth         authFlags
 	metricsAddr  string
+	pprof        bool
 	harden       hardenFlags
 	database     databaseFlags
 	net          netFlags
@@ -109,6 +110,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 	c.kafka.register(fs)
 	c.auth.register(fs)
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve GET /metrics on this address instead (e.g. 127.0.0.1:9090), and not on --addr")
+	fs.BoolVar(&c.pprof, "pprof", false, "also serve Go's profiles (net/http/pprof, /debug/pprof/) on the --metrics-addr listener; needs --metrics-addr")
 	c.harden.register(fs)
 	c.database.register(fs)
 	c.net.register(fs)
@@ -139,6 +141,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), output io
 		return c, errors.New("durations must be positive")
 	case c.history <= 0, c.maxClients <= 0, c.maxProjects <= 0, c.queueSize <= 0, c.maxListings <= 0, c.minRate == 0:
 		return c, errors.New("sizes must be positive")
+	case c.pprof && c.metricsAddr == "":
+		return c, errors.New("--pprof needs --metrics-addr: profiles are served on the private listener only")
 	}
 	if err := c.harden.check(); err != nil {
 		return c, err
@@ -274,7 +278,7 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 
 	serveErr := make(chan error, 2) // the server, and the metrics listener (--metrics-addr)
 	go func() { serveErr <- lst.serve(srv, ln) }()
-	metricsSrv, err := serveMetrics(cfg.metricsAddr, reg, logger, serveErr)
+	metricsSrv, err := serveMetrics(cfg.metricsAddr, cfg.pprof, reg, logger, serveErr)
 	if err != nil {
 		_ = srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdown)
