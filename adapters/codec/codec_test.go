@@ -193,6 +193,39 @@ func TestFromMessageRoundTrip(t *testing.T) {
 	}
 }
 
+// A message published in process (Watermill's gochannel with
+// PreserveContext hands the subscriber a copy with the publisher's context)
+// is read from the event NewMessage encoded, without decoding: nothing is
+// allocated. A copy whose payload was replaced is read from its payload,
+// never from the context.
+func TestFromMessageTakesTheEventItWasMadeFrom(t *testing.T) {
+	ev := updated(t, "uuid")
+	msg, err := codec.NewMessage(ev)
+	require.NoError(t, err)
+	delivered := msg.CopyWithContext() // what gochannel's subscriber gets
+
+	got, data, err := codec.FromMessage(delivered)
+	require.NoError(t, err)
+	assert.Equal(t, ev, got)
+	assert.Equal(t, goldenUpdated, string(data))
+	allocs := testing.AllocsPerRun(100, func() { _, _, _ = codec.FromMessage(delivered) })
+	assert.Zero(t, allocs, "an in-process message is decoded again")
+
+	changed := msg.CopyWithContext()
+	other := updated(t, "uuid")
+	other.Project.Status = domain.StatusCloning
+	changed.Payload, err = codec.Encode(other)
+	require.NoError(t, err)
+	got, _, err = codec.FromMessage(changed)
+	require.NoError(t, err)
+	assert.Equal(t, domain.StatusCloning, got.Project.Status, "the payload, not the context, is the event")
+
+	relabelled := delivered.CopyWithContext()
+	relabelled.Metadata.Set(codec.MetadataProjectID, "other")
+	_, _, err = codec.FromMessage(relabelled)
+	require.ErrorIs(t, err, codec.ErrBadMessage, "metadata that disagrees with the carried event")
+}
+
 func TestFromMessageCompactsForeignPayload(t *testing.T) {
 	pretty := `{
   "event": "project_error",
