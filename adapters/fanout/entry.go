@@ -67,7 +67,10 @@ func newEntry(ev domain.Event, data []byte) *Entry {
 	e := &Entry{projectID: ev.Project.ID, typ: internType(ev.Type)}
 	start, end, ok := projectSpan(ev, data)
 	if ok {
-		e.Data = bytes.Clone(data)
+		e.Data = data
+		if cap(data)-len(data) > len(data)/8 {
+			e.Data = bytes.Clone(data) // do not pin a larger buffer
+		}
 	} else {
 		canonical, err := json.Marshal(ev)
 		if err != nil {

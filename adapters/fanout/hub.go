@@ -135,7 +135,9 @@ func newEpoch() string {
 // Dispatch numbers ev, records it as its project's latest event and in the
 // history, and queues it for every subscription that selected its project,
 // once each. data is ev's envelope JSON (canonical, as codec.FromMessage
-// returns it; anything else is re-encoded). Events of one project must be
+// returns it; anything else is re-encoded). The hub keeps data, copied only
+// when its capacity is much larger than the JSON: the caller must not
+// modify it afterwards. Events of one project must be
 // dispatched in order (the router does); Dispatch itself never blocks on a
 // subscriber.
 func (h *Hub) Dispatch(ev domain.Event, data []byte) *Entry {

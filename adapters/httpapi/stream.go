@@ -253,6 +253,15 @@ func appendHead(buf *bytes.Buffer, e *fanout.Entry) {
 // only while it writes, so an idle stream holds none.
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
+// putBuf returns buf to bufPool, unless it grew larger than a pooled buffer
+// should stay.
+func putBuf(buf *bytes.Buffer) {
+	if buf.Cap() <= 2*writeChunk {
+		buf.Reset()
+		bufPool.Put(buf)
+	}
+}
+
 // sseWriter writes Server-Sent Events to one client, with a deadline per
 // write.
 type sseWriter struct {
@@ -277,12 +286,7 @@ const endGrace = time.Second
 // written.
 func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) (int, error) {
 	buf := bufPool.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 2*writeChunk {
-			buf.Reset()
-			bufPool.Put(buf)
-		}
-	}()
+	defer putBuf(buf)
 	buf.Write(prefix)
 	sent := 0
 	for _, e := range entries {
