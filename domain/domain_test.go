@@ -162,6 +162,8 @@ func TestStatusValidate(t *testing.T) {
 		{"fetching-deps", false},
 		{"fetching deps", false},
 		{":compiling", false},
+		{"compiling\n", false},
+		{"caf\u00e9", false},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.status), func(t *testing.T) {

@@ -3,7 +3,6 @@ package domain
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 )
 
@@ -25,12 +24,16 @@ const (
 	StatusFailed         Status = "failed"
 )
 
-var statusPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
-
 // Validate reports whether s is a lower-case word ([a-z][a-z0-9_]*, at most
-// 64 characters).
+// 64 characters). (A loop, not a regular expression: every event is
+// validated twice on its way through statusd.)
 func (s Status) Validate() error {
-	if !statusPattern.MatchString(string(s)) {
+	ok := len(s) >= 1 && len(s) <= 64 && s[0] >= 'a' && s[0] <= 'z'
+	for i := 1; ok && i < len(s); i++ {
+		c := s[i]
+		ok = c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_'
+	}
+	if !ok {
 		return fmt.Errorf("%w: status %q is not a lower-case word", ErrInvalidProject, s)
 	}
 	return nil
