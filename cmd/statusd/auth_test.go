@@ -130,6 +130,25 @@ func TestMetricsAddr(t *testing.T) {
 	assert.ErrorContains(t, err, "--metrics-addr")
 }
 
+// --pprof serves Go's profiles on the private metrics listener only, and
+// is refused without one.
+func TestPprofOnlyOnTheMetricsListener(t *testing.T) {
+	url, logs := startRun(t, "--metrics-addr", "127.0.0.1:0", "--pprof", "--jwt-secret", testSecret)
+	var m []string
+	require.Eventually(t, func() bool { m = metricsOn.FindStringSubmatch(logs.String()); return m != nil }, 10*time.Second, 5*time.Millisecond)
+	assert.Equal(t, http.StatusOK, status(t, m[1]+"/debug/pprof/"))
+	assert.Equal(t, http.StatusOK, status(t, m[1]+"/debug/pprof/goroutine?debug=1"))
+	assert.Equal(t, http.StatusNotFound, status(t, url+"/debug/pprof/"), "never on the public listener")
+
+	url, logs = startRun(t, "--metrics-addr", "127.0.0.1:0", "--jwt-secret", testSecret)
+	require.Eventually(t, func() bool { m = metricsOn.FindStringSubmatch(logs.String()); return m != nil }, 10*time.Second, 5*time.Millisecond)
+	assert.Equal(t, http.StatusNotFound, status(t, m[1]+"/debug/pprof/"), "off by default")
+	assert.Equal(t, http.StatusNotFound, status(t, url+"/debug/pprof/"))
+
+	err := run(context.Background(), []string{"--addr", "127.0.0.1:0", "--pprof"}, env(nil), io.Discard)
+	assert.ErrorContains(t, err, "--pprof needs --metrics-addr")
+}
+
 func TestTokenCommandInProcess(t *testing.T) {
 	var out, errOut bytes.Buffer
 	require.NoError(t, runToken([]string{"--jwt-secret", testSecret, "--subscribe", "projects:*", "--publish", "projects:42,projects:43", "--ttl", "1h", "--sub", "ci"}, env(nil), &out, &errOut))
