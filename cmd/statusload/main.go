@@ -62,7 +62,7 @@ func main() {
 	flag.BoolVar(&co.quick, "quick", false, "with --compare: small scenarios, one run each (under 3 minutes)")
 	flag.IntVar(&co.repeat, "repeat", 3, "with --compare: runs of each scenario on each system")
 	flag.StringVar(&co.only, "scenarios", "", "with --compare: run only the scenarios whose name contains this (e.g. FANOUT)")
-	flag.StringVar(&co.centrifugo, "centrifugo", "", "with --compare: Centrifugo v6 binary (default: centrifugo on PATH or in $GOPATH/bin, if any)")
+	flag.StringVar(&co.centrifugo, "centrifugo", "", "with --compare: Centrifugo v6 binary (default: centrifugo on PATH or in $GOPATH/bin, if any; off: statusd alone)")
 	idleStreams := flag.Int("idle", 0, "measure statusd's (--statusd) RSS per idle stream with this many streams, then exit")
 	h2cConns := flag.Int("h2c-conns", 0, "with --idle: open the streams over h2c on this many connections (0: HTTP/1.1, a connection each)")
 	flag.Parse()
@@ -74,8 +74,11 @@ func main() {
 		case *idleStreams > 0:
 			err = idle(o.statusd, *idleStreams, *h2cConns, os.Stdout)
 		default:
-			if co.centrifugo == "" {
+			switch co.centrifugo {
+			case "":
 				co.centrifugo = findCentrifugo()
+			case "off":
+				co.centrifugo = ""
 			}
 			if co.quick {
 				co.repeat = 1
