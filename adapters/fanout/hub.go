@@ -610,6 +610,7 @@ func (h *Hub) endLocked(s *Subscription, err error) {
 	s.err = err
 	s.mode = backlogNone
 	close(s.done)
+	s.queue.Wake() // a consumer that waits on Ready alone sees the end too
 	h.cfg.Metrics.SubscriptionsChanged(-1)
 }
 

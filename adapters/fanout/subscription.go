@@ -167,3 +167,8 @@ func (s *Subscription) Close() {
 	defer s.hub.mu.Unlock()
 	s.hub.endLocked(s, ErrClosed)
 }
+
+// Wake makes Ready have a value, so that a consumer waiting on it looks
+// again (for something outside the subscription: a timer, a context). It
+// may be called from any goroutine.
+func (s *Subscription) Wake() { s.queue.Wake() }

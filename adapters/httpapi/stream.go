@@ -57,35 +57,64 @@ func (s *Server) streamSelected(w http.ResponseWriter, r *http.Request) {
 // stream serves one Server-Sent Events stream of the events that match
 // topics: the snapshot or the replay first, then live events, with
 // heartbeats while idle.
+//
+// An idle stream is parked for as long as its client stays connected, so
+// its goroutine's stack is most of what it costs: the stream's state lives
+// in a liveStream on the heap and the frames of the parked goroutine are
+// small (see liveStream.run), so that the garbage collector can shrink its
+// stack.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.Topic) {
-	if !s.maySubscribe(w, r, topics) {
+	ls := s.openStream(w, r, topics)
+	if ls == nil {
 		return
+	}
+	defer ls.close()
+	ls.run()
+}
+
+// liveStream is the state of one open stream.
+type liveStream struct {
+	s     *Server
+	r     *http.Request
+	sub   *fanout.Subscription
+	st    sseWriter
+	clock backlogClock
+	batch []*fanout.Entry
+	// heartbeat wakes the stream (sub.Wake) Heartbeat after its last
+	// write, lastWrite.
+	heartbeat *time.Timer
+	lastWrite time.Time
+	// stopCut unregisters the wake-up for the server's closing.
+	stopCut func() bool
+}
+
+// openStream answers the request with an error and returns nil, or
+// subscribes, sends the response header and returns the stream.
+func (s *Server) openStream(w http.ResponseWriter, r *http.Request, topics []domain.Topic) *liveStream {
+	if !s.maySubscribe(w, r, topics) {
+		return nil
 	}
 	snapshot, ok := snapshotParam(r)
 	if !ok {
 		writeError(w, http.StatusBadRequest, "snapshot must be true or false")
-		return
+		return nil
 	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
 		lastID = r.URL.Query().Get("lastEventId")
 	}
-	select {
-	case <-s.closing.Done():
+	if s.closing.Err() != nil {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "server is shutting down")
-		return
-	default:
+		return nil
 	}
 	if n := s.streams.Add(1); n > int64(s.cfg.MaxClients) {
 		s.streams.Add(-1)
 		s.cfg.Metrics.StreamRejected()
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, "too many open streams (limit "+strconv.Itoa(s.cfg.MaxClients)+"); retry later")
-		return
+		return nil
 	}
-	defer s.streams.Add(-1)
-
 	sub, err := s.bus.Subscribe(fanout.SubscribeOptions{
 		Topics:       topics,
 		QueueSize:    s.cfg.QueueSize,
@@ -95,13 +124,19 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 		ParkWhenFull: true,
 	})
 	if err != nil {
+		s.streams.Add(-1)
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "cannot subscribe: "+err.Error())
-		return
+		return nil
 	}
-	defer sub.Close()
+	ls := &liveStream{s: s, r: r, sub: sub}
 	s.cfg.Metrics.StreamsChanged(1)
-	defer s.cfg.Metrics.StreamsChanged(-1)
+	opened := false
+	defer func() {
+		if !opened { // a panic below
+			ls.close()
+		}
+	}()
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -118,78 +153,139 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.
 	s.limitSendBuffer(r.Context())
 	w.WriteHeader(http.StatusOK)
 
-	st := &sseWriter{rc: http.NewResponseController(w), w: w, timeout: s.cfg.WriteTimeout}
-	stopCut := context.AfterFunc(s.closing, st.cut)
-	defer stopCut()
-	defer st.finish()
-	// The first write carries the retry hint and the first chunk of the
-	// backlog (snapshot or replay). The backlog is read from the hub a
-	// chunk (writeChunk bytes) at a time as the client takes it, so a slow
-	// client holds one chunk, not the whole snapshot.
-	var clock backlogClock
-	batch := sub.Take(nil)
-	n, err := st.write(s.retryLine, batch)
-	if err != nil {
+	ls.st = sseWriter{rc: http.NewResponseController(w), w: w, timeout: s.cfg.WriteTimeout}
+	ls.stopCut = context.AfterFunc(s.closing, ls.interrupt)
+	opened = true
+	return ls
+}
+
+// close releases what the stream holds, and gives the response a last,
+// short write deadline for its end.
+func (ls *liveStream) close() {
+	if ls.heartbeat != nil {
+		ls.heartbeat.Stop()
+	}
+	if ls.stopCut != nil {
+		ls.st.finish()
+		ls.stopCut()
+	}
+	ls.s.cfg.Metrics.StreamsChanged(-1)
+	ls.sub.Close()
+	ls.s.streams.Add(-1)
+}
+
+// interrupt runs when the server closes its streams: it shortens a write in
+// progress and wakes the stream, which ends.
+func (ls *liveStream) interrupt() {
+	ls.st.cut()
+	ls.sub.Wake()
+}
+
+// run sends the stream until it ends. Between chunks it waits for the
+// subscription's Ready, which every reason to look again but one fills:
+// queued events, the end of the subscription, the server's closing, the
+// heartbeat; and for the end of the request. (A select over a channel per
+// reason held a runtime sudog per channel per parked stream, and a timer
+// channel; a context.AfterFunc on the request's context costs more than
+// its channel: a children map in the request's context.) Its frame, on
+// the stack under which the goroutine parks, is kept small: the work is in
+// the methods it calls.
+func (ls *liveStream) run() {
+	if !ls.start() {
 		return
 	}
-	clock.observe(sub.InBacklog(), n)
-	clear(batch)
-
-	heartbeat := time.NewTimer(s.cfg.Heartbeat)
-	defer heartbeat.Stop()
 	for {
-		// Before every chunk: a stream the hub ended (too slow, or closed),
-		// or the server is closing, stops here and ends cleanly, even in
-		// the middle of its backlog.
-		select {
-		case <-sub.Done():
-			s.endedByHub(r, sub)
-			return
-		case <-s.closing.Done():
-			return
-		case <-r.Context().Done():
-			return
-		default:
-		}
-		if clock.spent(s.cfg.WriteTimeout, s.cfg.MinRate) {
-			s.cfg.Metrics.SubscriberDropped()
-			s.log.Info("ending a stream that takes its backlog too slowly; it will resume", "remote", r.RemoteAddr,
-				"sent", clock.sent, "elapsed", time.Since(clock.start).Round(time.Millisecond))
+		if ls.ending() {
 			return
 		}
 		select {
-		case <-sub.Ready():
-			batch = sub.Take(batch[:0])
-			if len(batch) == 0 {
-				// A spurious wake-up, or a backlog chunk with nothing
-				// selected; a backlog that ended so is over: stop its clock.
-				clock.observe(sub.InBacklog(), 0)
-				continue
-			}
-			n, err := st.write(nil, batch)
-			if err != nil {
-				s.log.Debug("stream write failed; the client will resume", "error", err, "remote", r.RemoteAddr)
-				return
-			}
-			clock.observe(sub.InBacklog(), n)
-			clear(batch)
-			if cap(batch) > maxKeptBatch {
-				batch = nil // a burst is over: do not keep its array per idle stream
-			}
-		case <-heartbeat.C:
-			if _, err := st.write(heartbeatLine, nil); err != nil {
-				return
-			}
-		case <-sub.Done():
-			s.endedByHub(r, sub)
-			return
-		case <-r.Context().Done():
-			return
-		case <-s.closing.Done():
+		case <-ls.sub.Ready():
+		case <-ls.r.Context().Done():
 			return
 		}
-		heartbeat.Reset(s.cfg.Heartbeat)
+		if !ls.step() {
+			return
+		}
 	}
+}
+
+// start writes the retry hint and the first chunk of the backlog
+// (snapshot or replay), and sets up the wake-ups. The backlog is read
+// from the hub a chunk (writeChunk bytes) at a time as the client takes
+// it, so a slow client holds one chunk, not the whole snapshot.
+func (ls *liveStream) start() bool {
+	ls.batch = ls.sub.Take(nil)
+	n, err := ls.st.write(ls.s.retryLine, ls.batch)
+	if err != nil {
+		return false
+	}
+	ls.clock.observe(ls.sub.InBacklog(), n)
+	clear(ls.batch)
+	ls.lastWrite = time.Now()
+	ls.heartbeat = time.AfterFunc(ls.s.cfg.Heartbeat, ls.sub.Wake)
+	return true
+}
+
+// ending reports whether the stream ends before its next chunk: the hub
+// ended it (too slow, or closed), the server is closing, the client went
+// away, or it takes its backlog too slowly. A stream so ended stops
+// cleanly, even in the middle of its backlog.
+func (ls *liveStream) ending() bool {
+	select {
+	case <-ls.sub.Done():
+		ls.s.endedByHub(ls.r, ls.sub)
+		return true
+	default:
+	}
+	if ls.s.closing.Err() != nil || ls.r.Context().Err() != nil {
+		return true
+	}
+	if ls.clock.spent(ls.s.cfg.WriteTimeout, ls.s.cfg.MinRate) {
+		ls.s.cfg.Metrics.SubscriberDropped()
+		ls.s.log.Info("ending a stream that takes its backlog too slowly; it will resume", "remote", ls.r.RemoteAddr,
+			"sent", ls.clock.sent, "elapsed", time.Since(ls.clock.start).Round(time.Millisecond))
+		return true
+	}
+	return false
+}
+
+// step writes what woke the stream: its next entries, or a heartbeat
+// once Heartbeat has passed since its last write. It returns false when
+// a write failed.
+func (ls *liveStream) step() bool {
+	ls.batch = ls.sub.Take(ls.batch[:0])
+	if len(ls.batch) == 0 {
+		// A wake-up for something else than entries, or a backlog chunk
+		// with nothing selected; a backlog that ended so is over: stop
+		// its clock.
+		ls.clock.observe(ls.sub.InBacklog(), 0)
+		if time.Since(ls.lastWrite) < ls.s.cfg.Heartbeat {
+			return true
+		}
+		if _, err := ls.st.write(heartbeatLine, nil); err != nil {
+			return false
+		}
+		ls.wrote()
+		return true
+	}
+	n, err := ls.st.write(nil, ls.batch)
+	if err != nil {
+		ls.s.log.Debug("stream write failed; the client will resume", "error", err, "remote", ls.r.RemoteAddr)
+		return false
+	}
+	ls.clock.observe(ls.sub.InBacklog(), n)
+	clear(ls.batch)
+	if cap(ls.batch) > maxKeptBatch {
+		ls.batch = nil // a burst is over: do not keep its array per idle stream
+	}
+	ls.wrote()
+	return true
+}
+
+// wrote restarts the heartbeat's count after a write.
+func (ls *liveStream) wrote() {
+	ls.lastWrite = time.Now()
+	ls.heartbeat.Reset(ls.s.cfg.Heartbeat)
 }
 
 // endedByHub logs why the hub ended a stream's subscription.
