@@ -30,19 +30,14 @@ const MaxHeaderBytes = 16 << 10
 //   - a read deadline for request bodies;
 //   - the per-address limit of concurrent streams.
 func (s *Server) harden(next http.Handler) http.Handler {
+	// The work is in methods, not in this function: its frame lies under
+	// every stream for as long as the stream lasts (see Server.stream).
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r = s.withClientAddr(r)
 		s.limitBodyRead(w, r)
 		if s.cfg.MaxClientsPerIP > 0 && isStreamRequest(r) {
-			key := addrKey(ClientAddr(r))
-			if !s.perAddr.acquire(key, s.cfg.MaxClientsPerIP) {
-				s.cfg.Metrics.RequestRejected(metrics.RejectedClientsPerIP)
-				w.Header().Set("Retry-After", "5")
-				writeError(w, http.StatusTooManyRequests, "too many open streams from "+key+
-					" (limit "+strconv.Itoa(s.cfg.MaxClientsPerIP)+"); retry later")
-				return
-			}
-			defer s.perAddr.release(key)
+			s.serveCountedStream(next, w, r)
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -57,6 +52,30 @@ func (s *Server) harden(next http.Handler) http.Handler {
 		AllowCredentials: true,
 		MaxAge:           600,
 	}).Handler(h)
+}
+
+// serveCountedStream serves a stream request within the per-address limit
+// of concurrent streams, or answers 429.
+func (s *Server) serveCountedStream(next http.Handler, w http.ResponseWriter, r *http.Request) {
+	key, ok := s.acquireAddr(w, r)
+	if !ok {
+		return
+	}
+	defer s.perAddr.release(key)
+	next.ServeHTTP(w, r)
+}
+
+// acquireAddr counts one more stream for the client of r, or answers 429.
+func (s *Server) acquireAddr(w http.ResponseWriter, r *http.Request) (string, bool) {
+	key := addrKey(ClientAddr(r))
+	if !s.perAddr.acquire(key, s.cfg.MaxClientsPerIP) {
+		s.cfg.Metrics.RequestRejected(metrics.RejectedClientsPerIP)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusTooManyRequests, "too many open streams from "+key+
+			" (limit "+strconv.Itoa(s.cfg.MaxClientsPerIP)+"); retry later")
+		return "", false
+	}
+	return key, true
 }
 
 // isStreamRequest reports whether r asks for one of the stream endpoints.

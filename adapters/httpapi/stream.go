@@ -64,12 +64,62 @@ func (s *Server) streamSelected(w http.ResponseWriter, r *http.Request) {
 // small (see liveStream.run), so that the garbage collector can shrink its
 // stack.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, topics []domain.Topic) {
-	ls := s.openStream(w, r, topics)
+	ls := s.setUpStream(w, r, topics)
 	if ls == nil {
 		return
 	}
 	defer ls.close()
 	ls.run()
+}
+
+// setUpStream opens the stream (openStream), sends its header and first
+// chunk (begin), on a fresh stack; it returns nil if the stream ends
+// there.
+func (s *Server) setUpStream(w http.ResponseWriter, r *http.Request, topics []domain.Topic) *liveStream {
+	var ls *liveStream
+	live := false
+	defer func() {
+		if ls != nil && !live { // refused after it opened, or a panic
+			ls.close()
+		}
+	}()
+	onFreshStack(func() {
+		ls = s.openStream(w, r, topics)
+		live = ls != nil && ls.begin(w)
+	})
+	if !live {
+		return nil
+	}
+	return ls
+}
+
+// onFreshStack runs f on a short-lived goroutine of its own and waits for
+// it; a panic in f is raised again on the caller's goroutine, where
+// net/http recovers it.
+//
+// An idle stream's goroutine is parked for as long as its client stays, so
+// its stack is most of what the stream costs, and a stack grows but
+// hardly shrinks: the garbage collector halves a parked goroutine's stack
+// only when less than a quarter of it is in use, and over HTTP/1.1
+// net/http's conn.serve alone has a 1.1 KiB frame at the bottom of it. A
+// stream's setup goes deep (a token's signature, the subscription, and
+// above all net/http writing the response header: a 2.8 KiB frame,
+// chunkWriter.writeHeader) and would double the goroutine's stack from 4
+// to 8 KiB for good; on a goroutine that exits it costs a stack only
+// while it runs. The caller waits, so the response writer and the
+// request are never used concurrently.
+func onFreshStack(f func()) {
+	var panicked any
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() { panicked = recover() }()
+		f()
+	}()
+	<-done
+	if panicked != nil {
+		panic(panicked)
+	}
 }
 
 // liveStream is the state of one open stream.
@@ -89,30 +139,10 @@ type liveStream struct {
 }
 
 // openStream answers the request with an error and returns nil, or
-// subscribes, sends the response header and returns the stream.
+// returns the stream, subscribed.
 func (s *Server) openStream(w http.ResponseWriter, r *http.Request, topics []domain.Topic) *liveStream {
-	if !s.maySubscribe(w, r, topics) {
-		return nil
-	}
-	snapshot, ok := snapshotParam(r)
+	lastID, snapshot, ok := s.admitStream(w, r, topics)
 	if !ok {
-		writeError(w, http.StatusBadRequest, "snapshot must be true or false")
-		return nil
-	}
-	lastID := r.Header.Get("Last-Event-ID")
-	if lastID == "" {
-		lastID = r.URL.Query().Get("lastEventId")
-	}
-	if s.closing.Err() != nil {
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "server is shutting down")
-		return nil
-	}
-	if n := s.streams.Add(1); n > int64(s.cfg.MaxClients) {
-		s.streams.Add(-1)
-		s.cfg.Metrics.StreamRejected()
-		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, "too many open streams (limit "+strconv.Itoa(s.cfg.MaxClients)+"); retry later")
 		return nil
 	}
 	sub, err := s.bus.Subscribe(fanout.SubscribeOptions{
@@ -125,24 +155,64 @@ func (s *Server) openStream(w http.ResponseWriter, r *http.Request, topics []dom
 	})
 	if err != nil {
 		s.streams.Add(-1)
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "cannot subscribe: "+err.Error())
+		refuseSubscription(w, err)
 		return nil
 	}
-	ls := &liveStream{s: s, r: r, sub: sub}
 	s.cfg.Metrics.StreamsChanged(1)
-	opened := false
-	defer func() {
-		if !opened { // a panic below
-			ls.close()
-		}
-	}()
+	return &liveStream{s: s, r: r, sub: sub}
+}
 
+// admitStream answers the request with an error and returns false, or
+// counts one more stream and returns its Last-Event-ID and whether it
+// asks for a snapshot.
+func (s *Server) admitStream(w http.ResponseWriter, r *http.Request, topics []domain.Topic) (lastID string, snapshot, ok bool) {
+	if !s.maySubscribe(w, r, topics) {
+		return "", false, false
+	}
+	snapshot, ok = snapshotParam(r)
+	if !ok {
+		writeError(w, http.StatusBadRequest, "snapshot must be true or false")
+		return "", false, false
+	}
+	lastID = r.Header.Get("Last-Event-ID")
+	if lastID == "" {
+		lastID = r.URL.Query().Get("lastEventId")
+	}
+	if s.closing.Err() != nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "server is shutting down")
+		return "", false, false
+	}
+	if n := s.streams.Add(1); n > int64(s.cfg.MaxClients) {
+		s.streams.Add(-1)
+		s.cfg.Metrics.StreamRejected()
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "too many open streams (limit "+strconv.Itoa(s.cfg.MaxClients)+"); retry later")
+		return "", false, false
+	}
+	return lastID, snapshot, true
+}
+
+// refuseSubscription answers 503 to a stream the bus could not subscribe.
+func refuseSubscription(w http.ResponseWriter, err error) {
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusServiceUnavailable, "cannot subscribe: "+err.Error())
+}
+
+// begin sends the response header and the first chunk; it returns false
+// if the stream ends there.
+func (ls *liveStream) begin(w http.ResponseWriter) bool {
+	ls.respond(w)
+	return ls.start()
+}
+
+// respond sends the response header and prepares the stream's writer.
+func (ls *liveStream) respond(w http.ResponseWriter) {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	if r.ProtoMajor == 1 {
+	if ls.r.ProtoMajor == 1 {
 		// Close the connection when the stream ends rather than keep it
 		// alive for another request: that request would inherit the
 		// stream's last write deadline. EventSource opens a new
@@ -150,13 +220,11 @@ func (s *Server) openStream(w http.ResponseWriter, r *http.Request, topics []dom
 		// distinguishable from a cut one. HTTP/2 forbids the header.)
 		h.Set("Connection", "close")
 	}
-	s.limitSendBuffer(r.Context())
+	ls.s.limitSendBuffer(ls.r.Context())
 	w.WriteHeader(http.StatusOK)
 
-	ls.st = sseWriter{rc: http.NewResponseController(w), w: w, timeout: s.cfg.WriteTimeout}
-	ls.stopCut = context.AfterFunc(s.closing, ls.interrupt)
-	opened = true
-	return ls
+	ls.st = sseWriter{rc: http.NewResponseController(w), w: w, timeout: ls.s.cfg.WriteTimeout}
+	ls.stopCut = context.AfterFunc(ls.s.closing, ls.interrupt)
 }
 
 // close releases what the stream holds, and gives the response a last,
@@ -191,21 +259,17 @@ func (ls *liveStream) interrupt() {
 // the stack under which the goroutine parks, is kept small: the work is in
 // the methods it calls.
 func (ls *liveStream) run() {
-	if !ls.start() {
-		return
+	for !ls.ending() && ls.wait() && ls.step() {
 	}
-	for {
-		if ls.ending() {
-			return
-		}
-		select {
-		case <-ls.sub.Ready():
-		case <-ls.r.Context().Done():
-			return
-		}
-		if !ls.step() {
-			return
-		}
+}
+
+// wait waits for a reason to look again; false means the client is gone.
+func (ls *liveStream) wait() bool {
+	select {
+	case <-ls.sub.Ready():
+		return true
+	case <-ls.r.Context().Done():
+		return false
 	}
 }
 
@@ -270,7 +334,7 @@ func (ls *liveStream) step() bool {
 	}
 	n, err := ls.st.write(nil, ls.batch)
 	if err != nil {
-		ls.s.log.Debug("stream write failed; the client will resume", "error", err, "remote", ls.r.RemoteAddr)
+		ls.writeFailed(err)
 		return false
 	}
 	ls.clock.observe(ls.sub.InBacklog(), n)
@@ -280,6 +344,11 @@ func (ls *liveStream) step() bool {
 	}
 	ls.wrote()
 	return true
+}
+
+// writeFailed logs a write of entries that failed.
+func (ls *liveStream) writeFailed(err error) {
+	ls.s.log.Debug("stream write failed; the client will resume", "error", err, "remote", ls.r.RemoteAddr)
 }
 
 // wrote restarts the heartbeat's count after a write.
@@ -373,33 +442,33 @@ const endGrace = time.Second
 // written.
 func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) (int, error) {
 	buf := bufPool.Get().(*bytes.Buffer)
-	defer func() {
-		if buf.Cap() <= 2*writeChunk {
-			buf.Reset()
-			bufPool.Put(buf)
-		}
-	}()
 	buf.Write(prefix)
 	sent := 0
+	var err error
 	for _, e := range entries {
 		appendHead(buf, e)
 		buf.Write(e.Data)
 		buf.WriteString("\n\n")
 		if buf.Len() >= writeChunk {
-			if err := st.send(buf.Bytes()); err != nil {
-				return sent, err
+			if err = st.send(buf.Bytes()); err != nil {
+				break
 			}
 			sent += buf.Len()
 			buf.Reset()
 		}
 	}
-	if buf.Len() == 0 {
-		return sent, nil
+	if err == nil && buf.Len() > 0 {
+		if err = st.send(buf.Bytes()); err == nil {
+			sent += buf.Len()
+		}
 	}
-	if err := st.send(buf.Bytes()); err != nil {
-		return sent, err
+	// No defer: this frame lies under every write of a parked stream's
+	// goroutine (see onFreshStack), and a deferred closure makes it larger.
+	if buf.Cap() <= 2*writeChunk {
+		buf.Reset()
+		bufPool.Put(buf)
 	}
-	return sent + buf.Len(), nil
+	return sent, err
 }
 
 // send writes p to the client and flushes it through, within the write
