@@ -317,7 +317,14 @@ func (ls *liveStream) ending() bool {
 // once Heartbeat has passed since its last write. It returns false when
 // a write failed.
 func (ls *liveStream) step() bool {
-	ls.batch = ls.sub.Take(ls.batch[:0])
+	if ls.sub.InBacklog() {
+		// A backlog's chunk is read under the hub's lock and its end
+		// joins the hub's index (a map that may grow): deep, and rare
+		// enough for a fresh stack (see onFreshStack).
+		onFreshStack(ls.takeBatch)
+	} else {
+		ls.takeBatch()
+	}
 	if len(ls.batch) == 0 {
 		// A wake-up for something else than entries, or a backlog chunk
 		// with nothing selected; a backlog that ended so is over: stop
@@ -345,6 +352,9 @@ func (ls *liveStream) step() bool {
 	ls.wrote()
 	return true
 }
+
+// takeBatch takes the next entries into ls.batch.
+func (ls *liveStream) takeBatch() { ls.batch = ls.sub.Take(ls.batch[:0]) }
 
 // writeFailed logs a write of entries that failed.
 func (ls *liveStream) writeFailed(err error) {
@@ -450,7 +460,7 @@ func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) (int, error) 
 		buf.Write(e.Data)
 		buf.WriteString("\n\n")
 		if buf.Len() >= writeChunk {
-			if err = st.send(buf.Bytes()); err != nil {
+			if err = st.out(buf.Bytes()); err != nil {
 				break
 			}
 			sent += buf.Len()
@@ -458,7 +468,7 @@ func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) (int, error) 
 		}
 	}
 	if err == nil && buf.Len() > 0 {
-		if err = st.send(buf.Bytes()); err == nil {
+		if err = st.out(buf.Bytes()); err == nil {
 			sent += buf.Len()
 		}
 	}
@@ -469,6 +479,27 @@ func (st *sseWriter) write(prefix []byte, entries []*fanout.Entry) (int, error) 
 		bufPool.Put(buf)
 	}
 	return sent, err
+}
+
+// deepWrite is the size from which a write goes deep into net/http: past
+// its response buffer (2 KiB over HTTP/1.1), the write is copied to the
+// connection from under Write rather than Flush, with 300 more bytes of
+// frames, too many for a stream's 4 KiB stack (see onFreshStack).
+const deepWrite = 2 << 10
+
+// out is send, on a fresh stack for a write of deepWrite bytes or more (a
+// backlog, a burst): a goroutine more per such write (a microsecond or
+// so) against a stream's stack doubled to 8 KiB for good.
+func (st *sseWriter) out(p []byte) error {
+	if len(p) >= deepWrite {
+		return st.sendOnFreshStack(p)
+	}
+	return st.send(p)
+}
+
+func (st *sseWriter) sendOnFreshStack(p []byte) (err error) {
+	onFreshStack(func() { err = st.send(p) })
+	return err
 }
 
 // send writes p to the client and flushes it through, within the write
