@@ -32,15 +32,21 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 // jsonErrors turns the plain-text 404 and 405 answers of http.ServeMux into
 // JSON ones, so that every error of the API has a JSON body.
 func jsonErrors(mux *http.ServeMux) http.Handler {
-	// The fallback is in a function of its own: this function's frame lies
-	// under every stream for as long as the stream lasts.
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := mux.Handler(r); pattern != "" {
-			mux.ServeHTTP(w, r)
-			return
-		}
-		serveJSONFallback(mux, w, r)
-	})
+	return jsonErrorsHandler{mux}
+}
+
+// jsonErrorsHandler is jsonErrors' handler. It is a type rather than a
+// closure in a HandlerFunc, and its fallback is in a function of its own,
+// to keep its frame small: it lies under every stream for as long as the
+// stream lasts (see onFreshStack).
+type jsonErrorsHandler struct{ mux *http.ServeMux }
+
+func (h jsonErrorsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := h.mux.Handler(r); pattern != "" {
+		h.mux.ServeHTTP(w, r)
+		return
+	}
+	serveJSONFallback(h.mux, w, r)
 }
 
 // serveJSONFallback serves, with a JSON body, what mux answers a request

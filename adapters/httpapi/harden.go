@@ -30,17 +30,7 @@ const MaxHeaderBytes = 16 << 10
 //   - a read deadline for request bodies;
 //   - the per-address limit of concurrent streams.
 func (s *Server) harden(next http.Handler) http.Handler {
-	// The work is in methods, not in this function: its frame lies under
-	// every stream for as long as the stream lasts (see Server.stream).
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r = s.withClientAddr(r)
-		s.limitBodyRead(w, r)
-		if s.cfg.MaxClientsPerIP > 0 && isStreamRequest(r) {
-			s.serveCountedStream(next, w, r)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	var h http.Handler = hardened{s: s, next: next}
 	if len(s.cfg.CORSOrigins) == 0 {
 		return h
 	}
@@ -54,15 +44,29 @@ func (s *Server) harden(next http.Handler) http.Handler {
 	}).Handler(h)
 }
 
-// serveCountedStream serves a stream request within the per-address limit
-// of concurrent streams, or answers 429.
-func (s *Server) serveCountedStream(next http.Handler, w http.ResponseWriter, r *http.Request) {
-	key, ok := s.acquireAddr(w, r)
-	if !ok {
-		return
+// hardened is harden's handler under CORS. It is a type rather than a
+// closure in a HandlerFunc, and its work is in methods, to keep its frames
+// small: they lie under every stream for as long as the stream lasts (see
+// onFreshStack).
+type hardened struct {
+	s    *Server
+	next http.Handler
+}
+
+func (h hardened) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := h.s
+	r = s.withClientAddr(r)
+	s.limitBodyRead(w, r)
+	if s.cfg.MaxClientsPerIP > 0 && isStreamRequest(r) {
+		// Here rather than in a method of its own: one frame less under
+		// a counted stream.
+		key, ok := s.acquireAddr(w, r)
+		if !ok {
+			return
+		}
+		defer s.perAddr.release(key)
 	}
-	defer s.perAddr.release(key)
-	next.ServeHTTP(w, r)
+	h.next.ServeHTTP(w, r)
 }
 
 // acquireAddr counts one more stream for the client of r, or answers 429.
