@@ -15,7 +15,8 @@ type clientAddrKey struct{}
 // hardening middleware resolved it (see Config.TrustedProxies): the peer's
 // address, or, when the peer is a trusted proxy, the right-most address of
 // X-Forwarded-For that is not a trusted proxy. The zero Addr when r did not
-// go through a Server.
+// go through a Server (outside its handler, a request that came through
+// its ConnContext has its peer's address).
 func ClientAddr(r *http.Request) netip.Addr {
 	a, _ := r.Context().Value(clientAddrKey{}).(netip.Addr)
 	return a
