@@ -21,8 +21,9 @@ import (
 var ErrFull = errors.New("coalesce: queue full")
 
 // shrinkKeys is how many keys the per-key counts may have held before a
-// drained queue allocates a fresh map rather than keep the grown one.
-const shrinkKeys = 1024
+// drained queue drops the map rather than keep the grown one (Go maps
+// never shrink); the next Push makes a fresh one.
+const shrinkKeys = 16
 
 // Queue is a bounded FIFO of items of type T, identified by a key. It is
 // safe for concurrent use by any number of producers and consumers.
@@ -34,7 +35,9 @@ type Queue[T any] struct {
 	// cost of Push to O(1).
 	minGain int
 
-	mu     sync.Mutex
+	mu sync.Mutex
+	// items and counts are allocated by the first Push: a queue that
+	// never got an item (an idle subscriber's) holds neither.
 	items  []T
 	counts map[string]int // queued items per key
 	// peakKeys is the most keys counts has held since it was last drained.
@@ -50,7 +53,6 @@ func New[T any](limit int, key func(T) string) *Queue[T] {
 		key:     key,
 		limit:   limit,
 		minGain: max(1, limit/16),
-		counts:  make(map[string]int),
 		ready:   make(chan struct{}, 1),
 	}
 }
@@ -72,6 +74,9 @@ func (q *Queue[T]) Push(item T) (coalesced int, err error) {
 		coalesced = q.coalesceLocked(max(q.minGain, q.limit/8))
 	}
 	q.items = append(q.items, item)
+	if q.counts == nil {
+		q.counts = make(map[string]int)
+	}
 	q.counts[q.key(item)]++
 	q.peakKeys = max(q.peakKeys, len(q.counts))
 	q.signalLocked()
@@ -123,8 +128,11 @@ func (q *Queue[T]) coalesceLocked(target int) int {
 	return dropped
 }
 
-// reuseItems is the largest backing array a drained queue keeps.
-const reuseItems = 256
+// reuseItems is the largest backing array a drained queue keeps: enough
+// for a consumer that keeps up, which drains a few items at a time, to
+// allocate nothing per drain; a larger one, left by a burst, would stay
+// with an idle consumer for good.
+const reuseItems = 16
 
 // Take removes and returns up to max items from the front (all of them
 // when max <= 0), appended to dst.
@@ -151,7 +159,7 @@ func (q *Queue[T]) Take(dst []T, max int) []T {
 			q.items = nil
 		}
 		if q.peakKeys > shrinkKeys {
-			q.counts = make(map[string]int)
+			q.counts = nil
 		}
 		q.peakKeys = 0
 	} else {

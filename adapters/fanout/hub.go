@@ -252,7 +252,7 @@ func (h *Hub) pushLocked(s *Subscription, e *Entry) int {
 // then the latest event of each of its projects updated after seq
 // (coalesced, in order), then live events again (see nextBacklogLocked).
 func (h *Hub) parkLocked(s *Subscription, seq uint64) {
-	for t := range s.topics {
+	for t := range s.topics.all() {
 		h.unindexLocked(s, t)
 	}
 	s.mode, s.cursor = backlogLatest, seq
@@ -400,7 +400,6 @@ const (
 func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 	s := &Subscription{
 		hub:          h,
-		topics:       make(map[domain.Topic]struct{}),
 		done:         make(chan struct{}),
 		backlogBytes: opts.BacklogBytes,
 		park:         opts.ParkWhenFull,
@@ -423,7 +422,7 @@ func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 		if _, err := domain.ParseTopic(string(t)); err != nil {
 			return nil, err
 		}
-		s.topics[t] = struct{}{}
+		s.topics.add(t)
 		s.wildcard = s.wildcard || t.IsWildcard()
 	}
 	if opts.LastEventID != "" {
@@ -447,7 +446,7 @@ func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 		s.backlogActive.Store(true)
 	} else {
 		s.mode = backlogNone
-		for t := range s.topics {
+		for t := range s.topics.all() {
 			h.indexLocked(s, t)
 		}
 	}
@@ -509,10 +508,10 @@ func (h *Hub) nextBacklogLocked(s *Subscription, dst []*Entry) []*Entry {
 				bytes += len(e.Data)
 			}
 		}
-	case !s.wildcard && len(s.topics) <= maxBacklogEntries:
+	case !s.wildcard && s.topics.len() <= maxBacklogEntries:
 		// A few projects: look each up rather than walk the whole cache.
 		start := len(dst)
-		for t := range s.topics {
+		for t := range s.topics.all() {
 			id, _ := t.ProjectID()
 			if e, ok := h.latest[id]; ok && e.Seq > s.cursor && (s.vector == nil || h.pastVectorLocked(s.vector, e)) {
 				dst = append(dst, e)
@@ -554,7 +553,7 @@ func (h *Hub) nextBacklogLocked(s *Subscription, dst []*Entry) []*Entry {
 	if s.cursor >= h.seq {
 		s.mode, s.vector = backlogNone, nil
 		s.backlogActive.Store(false)
-		for t := range s.topics {
+		for t := range s.topics.all() {
 			h.indexLocked(s, t)
 		}
 	}
@@ -605,13 +604,14 @@ func (h *Hub) endLocked(s *Subscription, err error) {
 	if s.err != nil {
 		return
 	}
-	for t := range s.topics {
+	for t := range s.topics.all() {
 		h.unindexLocked(s, t)
 	}
 	delete(h.live, s)
 	s.err = err
 	s.mode = backlogNone
 	close(s.done)
+	s.queue.Wake() // a consumer that waits on Ready alone sees the end too
 	h.cfg.Metrics.SubscriptionsChanged(-1)
 }
 

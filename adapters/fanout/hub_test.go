@@ -623,6 +623,38 @@ func TestSubscriptionClose(t *testing.T) {
 	s.Remove(domain.AllProjects) // harmless
 }
 
+// isReady reports whether Ready has a value, and takes it.
+func isReady(s *fanout.Subscription) bool {
+	select {
+	case <-s.Ready():
+		return true
+	default:
+		return false
+	}
+}
+
+// A consumer may wait on Ready alone (an SSE stream does, to hold one
+// channel wait per idle stream): the end of the subscription, for any
+// reason (a slow one is ended by a push, which fills it anyway), and Wake
+// fill it as queued entries do.
+func TestReadyWakesOnEndAndOnWake(t *testing.T) {
+	h := fanout.NewHub(fanout.Config{})
+	defer h.Close()
+	s := subscribe(t, h, topics(domain.AllProjects))
+	assert.False(t, isReady(s), "an idle subscription is not ready")
+	s.Wake()
+	assert.True(t, isReady(s), "Wake fills Ready")
+	assert.Empty(t, s.Take(nil), "a wake-up may find nothing to take")
+	assert.False(t, isReady(s))
+
+	s.Close()
+	assert.True(t, isReady(s), "Close fills Ready")
+
+	ended := subscribe(t, h, topics(pt("a")))
+	h.Close()
+	assert.True(t, isReady(ended), "the hub's Close fills Ready")
+}
+
 func TestHubCloseEndsEverySubscription(t *testing.T) {
 	h := fanout.NewHub(fanout.Config{})
 	subs := []*fanout.Subscription{

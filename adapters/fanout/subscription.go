@@ -24,7 +24,7 @@ type Subscription struct {
 	park          bool // SubscribeOptions.ParkWhenFull
 
 	// Guarded by hub.mu.
-	topics   map[domain.Topic]struct{}
+	topics   topicSet
 	wildcard bool
 	err      error
 	mode     backlogMode
@@ -115,10 +115,9 @@ func (s *Subscription) Add(t domain.Topic) error {
 	if s.err != nil {
 		return s.err
 	}
-	if _, ok := s.topics[t]; ok {
+	if !s.topics.add(t) {
 		return nil
 	}
-	s.topics[t] = struct{}{}
 	if s.mode == backlogNone { // while a backlog lasts, it joins the index at its end
 		h.indexLocked(s, t)
 	}
@@ -132,10 +131,9 @@ func (s *Subscription) Remove(t domain.Topic) {
 	h := s.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := s.topics[t]; !ok {
+	if !s.topics.remove(t) {
 		return
 	}
-	delete(s.topics, t)
 	if s.err == nil { // an ended subscription is out of the index already
 		h.unindexLocked(s, t)
 	}
@@ -156,8 +154,7 @@ func (s *Subscription) selectsLocked(projectID string) bool {
 	if s.wildcard {
 		return true
 	}
-	_, ok := s.topics[domain.ProjectTopic(projectID)]
-	return ok
+	return s.topics.has(domain.ProjectTopic(projectID))
 }
 
 // Close ends the subscription and releases its place in the hub. It is
@@ -167,3 +164,8 @@ func (s *Subscription) Close() {
 	defer s.hub.mu.Unlock()
 	s.hub.endLocked(s, ErrClosed)
 }
+
+// Wake makes Ready have a value, so that a consumer waiting on it looks
+// again (for something outside the subscription: a timer, a context). It
+// may be called from any goroutine.
+func (s *Subscription) Wake() { s.queue.Wake() }

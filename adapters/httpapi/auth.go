@@ -81,31 +81,73 @@ func (s *Server) authenticated(h http.HandlerFunc, endAtExpiry bool) http.Handle
 	if s.cfg.Auth == nil {
 		return h
 	}
+	// The work is in methods: this function's frame lies under a stream
+	// for as long as the stream lasts (see onFreshStack).
 	return func(w http.ResponseWriter, r *http.Request) {
-		token, err := tokenFrom(r)
-		var a domain.Access
-		if err == nil {
-			a, err = s.cfg.Auth.Verify(r.Context(), token)
+		var ar *http.Request
+		var cancel context.CancelFunc
+		if endAtExpiry {
+			ar, cancel = s.authorizeStream(w, r)
+		} else {
+			ar, cancel = s.authorize(w, r, false)
 		}
-		if err != nil {
-			s.log.Debug("refused a request without a valid token", "method", r.Method, "url", redactURL(r.URL), "remote", r.RemoteAddr, "reason", err)
-			unauthorized(w, err.Error())
+		if ar == nil {
 			return
 		}
-		ctx := context.WithValue(r.Context(), accessKey{}, a)
-		if a.Subject != "" {
-			// POST /events is rate limited per token subject (--publish-rate).
-			ctx = WithRateLimitKey(ctx, a.Subject)
+		if cancel == nil {
+			h(w, ar)
+			return
 		}
-		if endAtExpiry && !a.Expires.IsZero() {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithDeadline(ctx, a.Expires)
-			defer cancel()
-		}
-		h(w, r.WithContext(ctx))
-		if endAtExpiry && errors.Is(ctx.Err(), context.DeadlineExceeded) && r.Context().Err() == nil {
-			s.log.Debug("ended a stream: its token expired", "subject", a.Subject, "remote", r.RemoteAddr)
-		}
+		defer cancel()
+		h(w, ar)
+		s.logExpired(r, ar)
+	}
+}
+
+// authorizeStream is authorize for a stream, on a fresh stack: checking a
+// token's signature goes deep, and a stream's goroutine keeps its stack
+// (see onFreshStack).
+func (s *Server) authorizeStream(w http.ResponseWriter, r *http.Request) (ar *http.Request, cancel context.CancelFunc) {
+	onFreshStack(func() { ar, cancel = s.authorize(w, r, true) })
+	return ar, cancel
+}
+
+// authorize answers 401 and returns nil, or returns r with the Access of
+// its token, and, when endAtExpiry and the token expires, the cancel func
+// of the context that ends at its expiry.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, endAtExpiry bool) (*http.Request, context.CancelFunc) {
+	a, err := s.verifyToken(r)
+	if err != nil {
+		s.log.Debug("refused a request without a valid token", "method", r.Method, "url", redactURL(r.URL), "remote", r.RemoteAddr, "reason", err)
+		unauthorized(w, err.Error())
+		return nil, nil
+	}
+	ctx := context.WithValue(r.Context(), accessKey{}, a)
+	if a.Subject != "" {
+		// POST /events is rate limited per token subject (--publish-rate).
+		ctx = WithRateLimitKey(ctx, a.Subject)
+	}
+	var cancel context.CancelFunc
+	if endAtExpiry && !a.Expires.IsZero() {
+		ctx, cancel = context.WithDeadline(ctx, a.Expires)
+	}
+	return r.WithContext(ctx), cancel
+}
+
+// verifyToken verifies the token of r.
+func (s *Server) verifyToken(r *http.Request) (domain.Access, error) {
+	token, err := tokenFrom(r)
+	if err != nil {
+		return domain.Access{}, err
+	}
+	return s.cfg.Auth.Verify(r.Context(), token)
+}
+
+// logExpired logs a stream that its token's expiry ended: ar is r as
+// authorize returned it.
+func (s *Server) logExpired(r, ar *http.Request) {
+	if errors.Is(ar.Context().Err(), context.DeadlineExceeded) && r.Context().Err() == nil {
+		s.log.Debug("ended a stream: its token expired", "subject", s.access(ar).Subject, "remote", r.RemoteAddr)
 	}
 }
 

@@ -10,9 +10,16 @@ type connKey struct{}
 
 // ConnContext records the connection in the context of its requests, so
 // that a stream can size the connection's socket send buffer (see
-// Config.StreamSendBuffer). Set it as the http.Server's ConnContext.
+// Config.StreamSendBuffer), and the peer's address, so that a request
+// whose client is its peer (no trusted proxy speaks for another) needs no
+// copy of its own to carry its ClientAddr. Set it as the http.Server's
+// ConnContext.
 func (s *Server) ConnContext(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, c)
+	ctx = context.WithValue(ctx, connKey{}, c)
+	if peer := parseAddr(c.RemoteAddr().String()); peer.IsValid() {
+		ctx = context.WithValue(ctx, clientAddrKey{}, peer)
+	}
+	return ctx
 }
 
 // limitSendBuffer sets the socket send buffer of the connection of ctx to

@@ -32,28 +32,42 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 // jsonErrors turns the plain-text 404 and 405 answers of http.ServeMux into
 // JSON ones, so that every error of the API has a JSON body.
 func jsonErrors(mux *http.ServeMux) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := mux.Handler(r); pattern != "" {
-			mux.ServeHTTP(w, r)
-			return
-		}
-		rec := &statusRecorder{header: http.Header{}}
-		mux.ServeHTTP(rec, r)
-		if allow := rec.header.Get("Allow"); allow != "" {
-			w.Header().Set("Allow", allow)
-		}
-		switch {
-		case rec.status >= 300 && rec.status < 400:
-			w.Header().Set("Location", rec.header.Get("Location"))
-			w.WriteHeader(rec.status)
-		case rec.status == http.StatusMethodNotAllowed:
-			writeError(w, rec.status, "method "+r.Method+" not allowed on "+r.URL.Path)
-		case rec.status == http.StatusNotFound || rec.status == 0:
-			writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
-		default:
-			writeError(w, rec.status, string(bytes.TrimSpace(rec.body.Bytes())))
-		}
-	})
+	return jsonErrorsHandler{mux}
+}
+
+// jsonErrorsHandler is jsonErrors' handler. It is a type rather than a
+// closure in a HandlerFunc, and its fallback is in a function of its own,
+// to keep its frame small: it lies under every stream for as long as the
+// stream lasts (see onFreshStack).
+type jsonErrorsHandler struct{ mux *http.ServeMux }
+
+func (h jsonErrorsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := h.mux.Handler(r); pattern != "" {
+		h.mux.ServeHTTP(w, r)
+		return
+	}
+	serveJSONFallback(h.mux, w, r)
+}
+
+// serveJSONFallback serves, with a JSON body, what mux answers a request
+// it has no pattern for.
+func serveJSONFallback(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
+	rec := &statusRecorder{header: http.Header{}}
+	mux.ServeHTTP(rec, r)
+	if allow := rec.header.Get("Allow"); allow != "" {
+		w.Header().Set("Allow", allow)
+	}
+	switch {
+	case rec.status >= 300 && rec.status < 400:
+		w.Header().Set("Location", rec.header.Get("Location"))
+		w.WriteHeader(rec.status)
+	case rec.status == http.StatusMethodNotAllowed:
+		writeError(w, rec.status, "method "+r.Method+" not allowed on "+r.URL.Path)
+	case rec.status == http.StatusNotFound || rec.status == 0:
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
+	default:
+		writeError(w, rec.status, string(bytes.TrimSpace(rec.body.Bytes())))
+	}
 }
 
 // statusRecorder captures what the mux's fallback handlers write.
