@@ -287,3 +287,21 @@ func TestFromMessageRejects(t *testing.T) {
 		})
 	}
 }
+
+// A timestamp may be written with escapes, as any JSON string may (.NET's
+// System.Text.Json writes '+' as \u002B): Decode reads it. encoding/json's
+// Decoder, which Decode replaced, refused it (it hands time.Time the raw,
+// still escaped string: go.dev/issue/47353); this is the one difference
+// between the two (FuzzDecodeMatchesEncodingJSON).
+func TestDecodeAcceptsEscapedTimestamps(t *testing.T) {
+	for in, want := range map[string]time.Time{
+		`{"event":"project_updated","project":{"id":"42","status":"compiling","updated_at":"2024-01-01T00:00:00\u002B01:00"}}`: time.Date(2024, 1, 1, 0, 0, 0, 0, time.FixedZone("", 3600)),
+		`{"event":"project_updated","project":{"id":"42","status":"compiling","updated_at":"2024-01-01T00:00:00\u005A"}}`:      time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		ev, err := codec.Decode([]byte(in))
+		require.NoError(t, err, in)
+		assert.True(t, want.Equal(ev.Project.UpdatedAt), "%s: got %s", in, ev.Project.UpdatedAt)
+	}
+	_, err := codec.Decode([]byte(`{"event":"project_updated","project":{"id":"42","status":"compiling","updated_at":"2024-01-01T00:00:00\u002B25:00"}}`))
+	assert.ErrorIs(t, err, codec.ErrBadMessage, "an escaped timestamp is still checked")
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -78,12 +79,21 @@ func FuzzDecodeMatchesEncodingJSON(f *testing.F) {
 		`{"event":"project_updated","project":{"id":"42","status":"compiling"},"extra":1}`,
 		`{"event":"project_error","project":{"id":"42","status":"failed"},"error":"\u0000\ud800"}`,
 		`null`,
+		`{"event":"project_updated","project":{"id":"42","status":"compiling","updated_at":"2024-01-01T00:00:00\u002B01:00"}}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		want, wantErr := decodeEncodingJSON(data)
 		got, err := codec.Decode(data)
+		var badTime *time.ParseError
+		if err == nil && errors.As(wantErr, &badTime) && bytes.ContainsRune(data, '\\') {
+			// The one difference: encoding/json hands time.Time the raw,
+			// still escaped string (go.dev/issue/47353) and refuses an
+			// escaped timestamp; Decode unescapes it first
+			// (TestDecodeAcceptsEscapedTimestamps).
+			return
+		}
 		if (err == nil) != (wantErr == nil) {
 			t.Fatalf("Decode(%q): error %v; encoding/json: error %v", data, err, wantErr)
 		}

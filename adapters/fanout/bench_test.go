@@ -13,9 +13,9 @@ import (
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
 
-// An entry keeps its own copy of the envelope JSON (not a window into the
-// caller's buffer), locates the project record in it, and decodes the
-// event on demand.
+// An entry does not keep a window into a larger buffer of the caller's (it
+// copies the envelope JSON then; the codec's output it keeps as it is),
+// locates the project record in it, and decodes the event on demand.
 func TestEntryKeepsOnlyItsJSON(t *testing.T) {
 	h := fanout.NewHub(fanout.Config{})
 	defer h.Close()

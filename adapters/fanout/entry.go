@@ -60,9 +60,12 @@ func (e *Entry) ProjectJSON() []byte { return e.Data[e.projectStart:e.projectEnd
 // newEntry builds the entry of ev. data should be ev's canonical envelope
 // JSON (codec.FromMessage's); anything else (nil, another layout) is
 // re-encoded, so that Data is always canonical and the project record can be
-// located in it. data is copied to a slice of its own: a payload that is a
-// window into a larger read buffer (a Kafka fetch) must not pin that buffer
-// for as long as the entry is cached.
+// located in it. data is kept as it is when its capacity is close to its
+// length, as the codec's output is (a copy per event was 7 % of statusd's
+// allocations); otherwise it is copied to a slice of its own, so that a
+// window into a larger read buffer does not pin that buffer for as long as
+// the entry is cached. (A window that ends where the buffer ends cannot be
+// told from a slice of its own: callers pass the JSON alone.)
 func newEntry(ev domain.Event, data []byte) *Entry {
 	e := &Entry{projectID: ev.Project.ID, typ: internType(ev.Type)}
 	start, end, ok := projectSpan(ev, data)

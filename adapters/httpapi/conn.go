@@ -16,8 +16,10 @@ type connKey struct{}
 // ConnContext.
 func (s *Server) ConnContext(ctx context.Context, c net.Conn) context.Context {
 	ctx = context.WithValue(ctx, connKey{}, c)
-	if peer := parseAddr(c.RemoteAddr().String()); peer.IsValid() {
-		ctx = context.WithValue(ctx, clientAddrKey{}, peer)
+	if ra := c.RemoteAddr(); ra != nil { // a custom listener may not know it
+		if peer := parseAddr(ra.String()); peer.IsValid() {
+			ctx = context.WithValue(ctx, clientAddrKey{}, peer)
+		}
 	}
 	return ctx
 }

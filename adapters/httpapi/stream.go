@@ -145,6 +145,19 @@ func (s *Server) openStream(w http.ResponseWriter, r *http.Request, topics []dom
 	if !ok {
 		return nil
 	}
+	// Until the stream is returned, a panic (in the bus, in the metrics)
+	// must give its slot back and close what it subscribed: the caller has
+	// no stream to close.
+	var sub *fanout.Subscription
+	opened := false
+	defer func() {
+		if !opened {
+			s.streams.Add(-1)
+			if sub != nil {
+				sub.Close()
+			}
+		}
+	}()
 	sub, err := s.bus.Subscribe(fanout.SubscribeOptions{
 		Topics:       topics,
 		QueueSize:    s.cfg.QueueSize,
@@ -154,11 +167,12 @@ func (s *Server) openStream(w http.ResponseWriter, r *http.Request, topics []dom
 		ParkWhenFull: true,
 	})
 	if err != nil {
-		s.streams.Add(-1)
+		sub = nil
 		refuseSubscription(w, err)
 		return nil
 	}
 	s.cfg.Metrics.StreamsChanged(1)
+	opened = true
 	return &liveStream{s: s, r: r, sub: sub}
 }
 
