@@ -3,6 +3,7 @@ package fanout
 import (
 	"bytes"
 	"encoding/json"
+	"time"
 
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
@@ -33,7 +34,16 @@ type Entry struct {
 	// Hub.DispatchAt).
 	pos    Position
 	hasPos bool
+	// dispatched is when the hub dispatched the entry, on the monotonic
+	// clock since clockStart.
+	dispatched time.Duration
 }
+
+// clockStart anchors Entry.dispatched on the monotonic clock.
+var clockStart = time.Now()
+
+// SinceDispatch returns how long ago the hub dispatched the entry.
+func (e *Entry) SinceDispatch() time.Duration { return time.Since(clockStart) - e.dispatched }
 
 // ProjectID returns the id of the project the entry is about.
 func (e *Entry) ProjectID() string { return e.projectID }

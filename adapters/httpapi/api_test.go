@@ -248,6 +248,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 		`statusbroadcaster_events_failed_total 0`,
 		`statusbroadcaster_sse_open_streams 1`,
 		`statusbroadcaster_outbox_queue_depth 0`,
+		`statusbroadcaster_sse_delivery_delay_seconds_count 1`,
 	}
 	// The stream may get the event before the counters move: the hub
 	// counts deliveries once it has queued the event for every
@@ -266,6 +267,12 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	for _, w := range want {
 		assert.Contains(t, body, w)
 	}
+
+	// A snapshot is not a live event: it is not counted as delayed.
+	late := g.openStream(t, "/events/projects", nil)
+	assert.Contains(t, late.next().Data, `"id":"a"`, "the snapshot")
+	_, body = g.get(t, "/metrics")
+	assert.Contains(t, body, `statusbroadcaster_sse_delivery_delay_seconds_count 1`)
 }
 
 func TestReadinessFollowsThePubSub(t *testing.T) {

@@ -331,7 +331,8 @@ func (ls *liveStream) ending() bool {
 // once Heartbeat has passed since its last write. It returns false when
 // a write failed.
 func (ls *liveStream) step() bool {
-	if ls.sub.InBacklog() {
+	live := !ls.sub.InBacklog()
+	if !live {
 		// A backlog's chunk is read under the hub's lock and its end
 		// joins the hub's index (a map that may grow): deep, and rare
 		// enough for a fresh stack (see onFreshStack).
@@ -357,6 +358,9 @@ func (ls *liveStream) step() bool {
 	if err != nil {
 		ls.writeFailed(err)
 		return false
+	}
+	if live {
+		ls.s.cfg.Metrics.StreamDelivered(ls.batch[0].SinceDispatch())
 	}
 	ls.clock.observe(ls.sub.InBacklog(), n)
 	clear(ls.batch)

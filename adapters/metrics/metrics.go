@@ -5,6 +5,8 @@
 package metrics
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -28,6 +30,7 @@ type Metrics struct {
 	subscribersEnded  prometheus.Counter
 	subscriptions     prometheus.Gauge
 	openStreams       prometheus.Gauge
+	streamDelay       prometheus.Histogram
 	rejectedStreams   prometheus.Counter
 	duplicateMessages prometheus.Counter
 	offsetAnomalies   *prometheus.CounterVec
@@ -101,6 +104,11 @@ func New(reg prometheus.Registerer, queueDepth func() float64) *Metrics {
 			Namespace: namespace, Name: "sse_open_streams",
 			Help: "Open Server-Sent Events streams.",
 		}),
+		streamDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "sse_delivery_delay_seconds",
+			Help:    "Time from the hub's dispatch of a live event to the end of the stream write that carried it, for the oldest event of each write (snapshots and replays not counted): how long events wait for their streams' goroutines and sockets.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
 		rejectedStreams: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "sse_rejected_streams_total",
 			Help: "Stream requests refused with 503 because --max-clients streams were open.",
@@ -113,7 +121,7 @@ func New(reg prometheus.Registerer, queueDepth func() float64) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.broadcast, m.published, m.publishFailed, m.publishBatches, m.dropped,
 			m.invalid, m.badMessages, m.duplicateMessages, m.dispatched, m.delivered, m.coalesced,
-			m.subscribersEnded, m.subscriptions, m.openStreams, m.rejectedStreams, m.rejectedRequests)
+			m.subscribersEnded, m.subscriptions, m.openStreams, m.rejectedStreams, m.rejectedRequests, m.streamDelay)
 		reg.MustRegister(m.offsetAnomalies)
 		if queueDepth != nil {
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -123,6 +131,14 @@ func New(reg prometheus.Registerer, queueDepth func() float64) *Metrics {
 		}
 	}
 	return m
+}
+
+// StreamDelivered observes the delay of the oldest live event of a stream
+// write: from its dispatch by the hub to the end of the write.
+func (m *Metrics) StreamDelivered(delay time.Duration) {
+	if m != nil {
+		m.streamDelay.Observe(delay.Seconds())
+	}
 }
 
 // Broadcast counts an accepted event of type eventType.
