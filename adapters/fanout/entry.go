@@ -34,8 +34,8 @@ type Entry struct {
 	// Hub.DispatchAt).
 	pos    Position
 	hasPos bool
-	// dispatched is when the hub dispatched the entry, on the monotonic
-	// clock since clockStart.
+	// dispatched is when the hub dispatched the entry (made it, just
+	// before taking its lock), on the monotonic clock since clockStart.
 	dispatched time.Duration
 }
 
@@ -77,7 +77,7 @@ func (e *Entry) ProjectJSON() []byte { return e.Data[e.projectStart:e.projectEnd
 // the entry is cached. (A window that ends where the buffer ends cannot be
 // told from a slice of its own: callers pass the JSON alone.)
 func newEntry(ev domain.Event, data []byte) *Entry {
-	e := &Entry{projectID: ev.Project.ID, typ: internType(ev.Type)}
+	e := &Entry{projectID: ev.Project.ID, typ: internType(ev.Type), dispatched: time.Since(clockStart)}
 	start, end, ok := projectSpan(ev, data)
 	if ok {
 		e.Data = data

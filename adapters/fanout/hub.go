@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/statusbroadcaster/statusbroadcaster/domain"
 )
@@ -164,7 +163,6 @@ func (h *Hub) dispatch(e *Entry) *Entry {
 	}
 	h.seq++
 	e.Seq = h.seq
-	e.dispatched = time.Since(clockStart)
 	slot := (e.Seq - 1) % uint64(len(h.history))
 	if h.cfg.Cursor != nil {
 		h.evictLocked(h.history[slot])

@@ -249,12 +249,13 @@ func NewInMemory(cfg Config, logger *slog.Logger) (*Bus, error) {
 // that the service's Info log says what matters to an operator.
 func watermillLogger(logger *slog.Logger) watermill.LoggerAdapter {
 	return levelGate{
-		LoggerAdapter: watermill.NewSlogLoggerWithLevelMapping(logger, map[slog.Level]slog.Level{
-			slog.LevelInfo: slog.LevelDebug,
-		}),
-		log: logger,
+		LoggerAdapter: watermill.NewSlogLoggerWithLevelMapping(logger, watermillLevels),
+		log:           logger,
 	}
 }
+
+// watermillLevels maps Watermill's log levels to the service's.
+var watermillLevels = map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}
 
 // levelGate drops Watermill's Trace, Debug and Info calls that logger would
 // not write before Watermill's slog adapter converts their fields to
@@ -267,11 +268,18 @@ type levelGate struct {
 	log *slog.Logger
 }
 
-func (g levelGate) enabled(l slog.Level) bool { return g.log.Enabled(context.Background(), l) }
+// enabled reports whether the logger writes Watermill's level l, once
+// mapped (watermillLevels).
+func (g levelGate) enabled(l slog.Level) bool {
+	if mapped, ok := watermillLevels[l]; ok {
+		l = mapped
+	}
+	return g.log.Enabled(context.Background(), l)
+}
 
-// Info is mapped to Debug (see watermillLogger).
+// Info logs at the level Info is mapped to.
 func (g levelGate) Info(msg string, fields watermill.LogFields) {
-	if g.enabled(slog.LevelDebug) {
+	if g.enabled(slog.LevelInfo) {
 		g.LoggerAdapter.Info(msg, fields)
 	}
 }
